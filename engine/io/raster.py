@@ -1,0 +1,385 @@
+"""One way in for every image format Scarp reads: GeoTIFF/COG, plain TIFF, PNG/JPG and Landslide4Sense HDF5.
+
+`open_scene` checks the header cheaply (size, dtype, geotransform, CRS, a probe read of the first and
+last block) and returns a `Scene` that reads windows on demand, so a large scene is never loaded
+whole. Every problem with a file surfaces as `InputError` naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.crs import CRS
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.transform import Affine
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window
+
+from engine.errors import InputError
+
+SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
+RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+HDF5_SUFFIXES = (".h5", ".hdf5")
+SCENE_SUFFIXES = RASTER_SUFFIXES + HDF5_SUFFIXES
+MIN_SIDE = 16
+DEFAULT_MAX_PIXELS = 4_294_967_296  # 65 536², far beyond any real scene; guards against decompression bombs
+L4S_BAND_NAMES = (*(f"B{i}" for i in range(1, 13)), "slope", "DEM")
+
+
+def max_pixels_from_env() -> int:
+    """The pixel limit, configurable with SCARP_MAX_PIXELS."""
+    value = os.environ.get("SCARP_MAX_PIXELS")
+    return int(value) if value else DEFAULT_MAX_PIXELS
+
+
+@dataclass(frozen=True)
+class SceneDescriptor:
+    """What Scarp knows about a scene without reading its pixels; JSON-friendly for the workspace store."""
+
+    path: str
+    format: str
+    width: int
+    height: int
+    count: int
+    band_names: tuple[str, ...]
+    dtype: str
+    crs: str | None
+    transform: tuple[float, float, float, float, float, float]
+    bounds: tuple[float, float, float, float]
+    lonlat_bounds: tuple[float, float, float, float] | None
+    nodata: float | None
+    pixel_size_m: tuple[float, float] | None
+
+    @property
+    def georeferenced(self) -> bool:
+        return self.crs is not None
+
+    @property
+    def affine(self) -> Affine:
+        return Affine(*self.transform)
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SceneDescriptor:
+        tuples = {"band_names", "transform", "bounds", "lonlat_bounds", "pixel_size_m"}
+        return cls(**{k: tuple(v) if k in tuples and v is not None else v for k, v in data.items()})
+
+
+Box = tuple[int, int, int, int]  # y, x, height, width in pixels
+
+
+class Scene:
+    """An open scene. Reads are (bands, height, width) arrays of the window asked for, bands 0-based."""
+
+    def __init__(self, backend: _Backend, descriptor: SceneDescriptor):
+        self._backend = backend
+        self.descriptor = descriptor
+
+    def __enter__(self) -> Scene:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._backend.close()
+
+    def read(self, window: Box | None = None, bands: Sequence[int] | None = None) -> np.ndarray:
+        """Native-dtype pixels of `window` (the whole scene when None: only for small scenes)."""
+        y, x, h, w = self._check_window(window)
+        bands = self._check_bands(bands)
+        try:
+            return self._backend.read((y, x, h, w), bands)
+        except (RasterioError, OSError, KeyError, ValueError) as exc:
+            raise InputError(self.descriptor.path, f"cannot read pixels (file damaged?): {exc}") from exc
+
+    def read_decimated(self, out_height: int, out_width: int, bands: Sequence[int] | None = None) -> np.ndarray:
+        """The whole scene sampled down to about out_height × out_width, for thumbnails and statistics."""
+        bands = self._check_bands(bands)
+        try:
+            return self._backend.read_decimated(max(1, out_height), max(1, out_width), bands)
+        except (RasterioError, OSError, KeyError, ValueError) as exc:
+            raise InputError(self.descriptor.path, f"cannot read pixels (file damaged?): {exc}") from exc
+
+    def read_float(self, window: Box | None = None, bands: Sequence[int] | None = None) -> np.ndarray:
+        """float32 pixels with NaN wherever the pixel is not valid (nodata, NaN or inf)."""
+        data = self.read(window)
+        out = data[self._check_bands(bands)].astype(np.float32)
+        out[:, ~self.valid(data)] = np.nan
+        return out
+
+    def valid_mask(self, window: Box | None = None) -> np.ndarray:
+        return self.valid(self.read(window))
+
+    def valid(self, data: np.ndarray) -> np.ndarray:
+        """Valid pixels of an all-band array: every band finite, and not every band equal to nodata."""
+        ok = np.ones(data.shape[1:], dtype=bool)
+        if data.dtype.kind == "f":
+            ok &= np.isfinite(data).all(axis=0)
+        nodata = self.descriptor.nodata
+        if nodata is not None and not math.isnan(nodata):
+            ok &= ~(data == nodata).all(axis=0)
+        return ok
+
+    def blocks(self, size: int = 1024) -> Iterator[Box]:
+        """Windows of at most size × size covering the scene, row-major, for streaming whole-scene passes."""
+        d = self.descriptor
+        for y in range(0, d.height, size):
+            for x in range(0, d.width, size):
+                yield y, x, min(size, d.height - y), min(size, d.width - x)
+
+    def check_has_data(self) -> None:
+        """Refuse a scene with no valid pixel. A cheap sampled look first; a full scan only if it finds none."""
+        d = self.descriptor
+        side = 512
+        if self.valid(self.read_decimated(min(side, d.height), min(side, d.width))).any():
+            return
+        for box in self.blocks():
+            if self.valid(self.read(box)).any():
+                return
+        raise InputError(d.path, "has no valid pixels: every pixel is nodata, NaN or inf")
+
+    def _check_window(self, window: Box | None) -> Box:
+        d = self.descriptor
+        if window is None:
+            return 0, 0, d.height, d.width
+        y, x, h, w = (int(v) for v in window)
+        if h < 1 or w < 1 or y < 0 or x < 0 or y + h > d.height or x + w > d.width:
+            raise ValueError(f"window {window} lies outside the {d.width}×{d.height} px scene")
+        return y, x, h, w
+
+    def _check_bands(self, bands: Sequence[int] | None) -> list[int]:
+        count = self.descriptor.count
+        if bands is None:
+            return list(range(count))
+        bands = [int(b) for b in bands]
+        bad = [b for b in bands if not 0 <= b < count]
+        if bad or not bands:
+            raise InputError(self.descriptor.path, f"has {count} bands; cannot select bands {bad or bands}")
+        return bands
+
+
+class _Backend:
+    def read(self, box: Box, bands: list[int]) -> np.ndarray:
+        raise NotImplementedError
+
+    def read_decimated(self, out_h: int, out_w: int, bands: list[int]) -> np.ndarray:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class _RasterioBackend(_Backend):
+    def __init__(self, dataset):
+        self.ds = dataset
+
+    def read(self, box: Box, bands: list[int]) -> np.ndarray:
+        y, x, h, w = box
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return self.ds.read([b + 1 for b in bands], window=Window(x, y, w, h))
+
+    def read_decimated(self, out_h: int, out_w: int, bands: list[int]) -> np.ndarray:
+        return self.ds.read([b + 1 for b in bands], out_shape=(len(bands), out_h, out_w))
+
+    def close(self) -> None:
+        self.ds.close()
+
+
+class _HDF5Backend(_Backend):
+    """Landslide4Sense patches: dataset `img` of shape (H, W, bands)."""
+
+    def __init__(self, file, dataset):
+        self.file = file
+        self.ds = dataset
+
+    def read(self, box: Box, bands: list[int]) -> np.ndarray:
+        y, x, h, w = box
+        block = self.ds[y : y + h, x : x + w, :]
+        return np.ascontiguousarray(np.moveaxis(block[..., bands], -1, 0))
+
+    def read_decimated(self, out_h: int, out_w: int, bands: list[int]) -> np.ndarray:
+        height, width = self.ds.shape[:2]
+        sy, sx = max(1, height // out_h), max(1, width // out_w)
+        block = self.ds[::sy, ::sx, :]
+        return np.ascontiguousarray(np.moveaxis(block[..., bands], -1, 0))
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def open_scene(path: str | Path, *, max_pixels: int | None = None) -> Scene:
+    """Open any supported scene after cheap checks; raises InputError naming the file and the problem."""
+    path = Path(path)
+    _check_file(path)
+    if path.suffix.lower() in HDF5_SUFFIXES:
+        backend, descriptor = _open_hdf5(path)
+    else:
+        backend, descriptor = _open_rasterio(path)
+    scene = Scene(backend, descriptor)
+    try:
+        _check_descriptor(descriptor, max_pixels if max_pixels is not None else max_pixels_from_env())
+        _probe(scene)
+    except BaseException:
+        scene.close()
+        raise
+    return scene
+
+
+def describe(path: str | Path) -> SceneDescriptor:
+    with open_scene(path) as scene:
+        return scene.descriptor
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise InputError(path, "file not found")
+    if path.is_dir():
+        raise InputError(path, "is a folder, not an image file")
+    if path.stat().st_size == 0:
+        raise InputError(path, "file is empty (0 bytes)")
+    if path.suffix.lower() not in SCENE_SUFFIXES:
+        raise InputError(path, f"unsupported file type {path.suffix or '(none)'}; use {', '.join(SCENE_SUFFIXES)}")
+
+
+def _open_rasterio(path: Path) -> tuple[_Backend, SceneDescriptor]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            ds = rasterio.open(path)
+    except RasterioError as exc:
+        raise InputError(path, f"not a readable image ({_first_line(exc)})") from exc
+    try:
+        if ds.count < 1:
+            raise InputError(path, "has no bands")
+        dtypes = set(ds.dtypes)
+        if len(dtypes) > 1:
+            raise InputError(path, f"mixes band data types {sorted(dtypes)}; Scarp needs one type for all bands")
+        names = _band_names(ds.count, ds.descriptions, [ci.name for ci in ds.colorinterp])
+        crs = ds.crs if ds.crs else None
+        transform = ds.transform if crs is not None else Affine.identity()
+        descriptor = _descriptor(path, ds.driver, ds.width, ds.height, names, ds.dtypes[0], crs, transform, ds.nodata)
+    except BaseException:
+        ds.close()
+        raise
+    return _RasterioBackend(ds), descriptor
+
+
+def _open_hdf5(path: Path) -> tuple[_Backend, SceneDescriptor]:
+    import h5py
+
+    try:
+        file = h5py.File(path, "r")
+    except OSError as exc:
+        raise InputError(path, f"not a readable HDF5 file ({_first_line(exc)})") from exc
+    try:
+        if "img" not in file:
+            keys = ", ".join(sorted(file.keys())) or "none"
+            raise InputError(path, f"HDF5 file has no 'img' dataset (Landslide4Sense layout); its keys: {keys}")
+        ds = file["img"]
+        if not hasattr(ds, "shape") or len(ds.shape) != 3:
+            shape = getattr(ds, "shape", "a group")
+            raise InputError(path, f"'img' must have shape (height, width, bands), found {shape}")
+        height, width, count = (int(v) for v in ds.shape)
+        names = L4S_BAND_NAMES if count == len(L4S_BAND_NAMES) else tuple(f"band {i + 1}" for i in range(count))
+        descriptor = _descriptor(path, "HDF5", width, height, names, ds.dtype.name, None, Affine.identity(), None)
+    except BaseException:
+        file.close()
+        raise
+    return _HDF5Backend(file, ds), descriptor
+
+
+def _band_names(count: int, descriptions: Sequence[str | None], colorinterp: Sequence[str]) -> tuple[str, ...]:
+    if all(descriptions):
+        return tuple(str(d) for d in descriptions)
+    if count >= 3 and list(colorinterp[:3]) == ["red", "green", "blue"]:
+        return ("red", "green", "blue", *(f"band {i + 1}" for i in range(3, count)))
+    if count == 1:
+        return ("gray",)
+    return tuple(f"band {i + 1}" for i in range(count))
+
+
+def _descriptor(path, fmt, width, height, names, dtype, crs: CRS | None, transform, nodata) -> SceneDescriptor:
+    if not (transform.b == 0 and transform.d == 0):
+        raise InputError(path, "has a rotated or sheared geotransform; warp it to a north-up grid first")
+    left, top = transform @ (0, 0)
+    right, bottom = transform @ (width, height)
+    bounds = (min(left, right), min(top, bottom), max(left, right), max(top, bottom))
+    lonlat = None
+    pixel_size = None
+    if crs is not None:
+        try:
+            lonlat = tuple(float(v) for v in transform_bounds(crs, "EPSG:4326", *bounds, densify_pts=21))
+        except (RasterioError, ValueError) as exc:
+            raise InputError(path, f"its CRS cannot be converted to longitude/latitude ({_first_line(exc)})") from exc
+        if not all(math.isfinite(v) for v in lonlat):
+            raise InputError(path, "its bounds do not map to valid longitude/latitude; is the CRS right?")
+        pixel_size = _pixel_size_m(crs, transform, lonlat)
+    return SceneDescriptor(
+        path=str(path),
+        format=fmt,
+        width=int(width),
+        height=int(height),
+        count=len(names),
+        band_names=tuple(names),
+        dtype=str(dtype),
+        crs=crs.to_string() if crs is not None else None,
+        transform=tuple(float(v) for v in transform[:6]),
+        bounds=tuple(float(v) for v in bounds),
+        lonlat_bounds=lonlat,
+        nodata=None if nodata is None else float(nodata),
+        pixel_size_m=pixel_size,
+    )
+
+
+def _pixel_size_m(crs: CRS, transform: Affine, lonlat: tuple[float, float, float, float]) -> tuple[float, float]:
+    if crs.is_geographic:
+        lat = math.radians((lonlat[1] + lonlat[3]) / 2)
+        # WGS84 metres per degree at this latitude (series expansion of the meridian and parallel arcs)
+        per_deg_lat = 111132.92 - 559.82 * math.cos(2 * lat) + 1.175 * math.cos(4 * lat)
+        per_deg_lon = 111412.84 * math.cos(lat) - 93.5 * math.cos(3 * lat)
+        return abs(transform.a) * per_deg_lon, abs(transform.e) * per_deg_lat
+    _, factor = crs.linear_units_factor
+    return abs(transform.a) * factor, abs(transform.e) * factor
+
+
+def _check_descriptor(d: SceneDescriptor, max_pixels: int) -> None:
+    if d.width < 1 or d.height < 1:
+        raise InputError(d.path, f"has no pixels ({d.width}×{d.height})")
+    if d.width < MIN_SIDE or d.height < MIN_SIDE:
+        raise InputError(d.path, f"is only {d.width}×{d.height} px; Scarp needs at least {MIN_SIDE}×{MIN_SIDE} px")
+    if d.pixels > max_pixels:
+        raise InputError(
+            d.path,
+            f"declares {d.width}×{d.height} = {d.pixels:,} px, over the limit of {max_pixels:,} px "
+            "(raise SCARP_MAX_PIXELS to allow it)",
+        )
+    if d.dtype not in SUPPORTED_DTYPES:
+        raise InputError(d.path, f"has data type {d.dtype}, which Scarp does not read; use {', '.join(SUPPORTED_DTYPES)}")
+
+
+def _probe(scene: Scene) -> None:
+    """Read the first and last few pixels so a truncated file fails now, not halfway through a job."""
+    d = scene.descriptor
+    side = min(16, d.height, d.width)
+    scene.read((0, 0, side, side))
+    scene.read((d.height - side, d.width - side, side, side))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

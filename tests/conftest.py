@@ -1,0 +1,43 @@
+"""Shared fixtures: the real data in ../shared/data (tests skip with a clear reason where it is absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("SCARP_DATA_DIR", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not DATA.is_dir():
+        pytest.skip(f"real data folder {DATA} not found (set SCARP_DATA_DIR)")
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def iburi_post(data_dir: Path) -> Path:
+    return data_dir / "iburi_s2" / "post_event_S2_RGB_B4B3B2.tif"
+
+
+@pytest.fixture(scope="session")
+def landsat_utm(data_dir: Path) -> Path:
+    return data_dir / "landsat_utm" / "RGB.byte.tif"
+
+
+@pytest.fixture(scope="session")
+def bijie_pair(data_dir: Path) -> tuple[Path, Path]:
+    return data_dir / "bijie" / "images" / "ls_0000.png", data_dir / "bijie" / "masks" / "ls_0000.png"
+
+
+@pytest.fixture(scope="session")
+def l4s_image(data_dir: Path) -> Path:
+    return data_dir / "landslide4sense" / "train" / "img" / "image_1.h5"
+
+
+@pytest.fixture(scope="session")
+def cas_tile(data_dir: Path) -> Path:
+    return sorted((data_dir / "cas_unlabeled" / "satellite").glob("*.tif*"))[0]
