@@ -26,7 +26,7 @@ def ensure_torchvision() -> None:
     if "torchvision" in sys.modules:
         return
     try:
-        import torchvision  # noqa: F401
+        import torchvision
 
         return
     except RuntimeError as exc:
@@ -40,4 +40,4 @@ def ensure_torchvision() -> None:
     for op, schema in _SCHEMAS.items():
         if not hasattr(torch.ops.torchvision, op):
             _library.define(schema)
-    import torchvision  # noqa: F401, F811
+    import torchvision  # noqa: F401

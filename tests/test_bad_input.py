@@ -36,9 +36,8 @@ def _write_tif(path: Path, data: np.ndarray, **profile) -> Path:
 
 
 def _expect(path: Path, match: str, **kwargs) -> InputError:
-    with pytest.raises(InputError, match=match) as info:
-        with open_scene(path, **kwargs) as scene:
-            scene.check_has_data()
+    with pytest.raises(InputError, match=match) as info, open_scene(path, **kwargs) as scene:
+        scene.check_has_data()
     assert Path(info.value.source).name == path.name
     assert path.name in str(info.value)
     return info.value
@@ -143,7 +142,9 @@ def test_all_nan_scene(tmp_path):
 def test_all_nodata_scene(tmp_path, iburi_post):
     with open_scene(iburi_post) as scene:
         profile = {"crs": scene.descriptor.crs, "transform": scene.descriptor.affine, "nodata": 0}
-    _expect(_write_tif(tmp_path / "blank.tif", np.zeros((3, 300, 400), np.uint16), **profile), "no valid pixels")
+    _expect(
+        _write_tif(tmp_path / "blank.tif", np.zeros((3, 300, 400), np.uint16), **profile), "no valid pixels"
+    )
 
 
 def test_nodata_except_one_pixel_is_accepted(tmp_path, monkeypatch):
@@ -169,7 +170,9 @@ def test_mask_size_differs_from_image(tmp_path, bijie_pair, data_dir):
     image = describe(bijie_pair[0])
     other_mask = data_dir / "bijie" / "masks" / "ls_0001.png"
     assert describe(other_mask).width != image.width
-    with pytest.raises(InputError, match=r"ls_0001.png.*mask is \d+×\d+ px but its image ls_0000.png is 121×94"):
+    with pytest.raises(
+        InputError, match=r"ls_0001.png.*mask is \d+×\d+ px but its image ls_0000.png is 121×94"
+    ):
         read_mask(other_mask, like=image)
 
 
@@ -179,7 +182,9 @@ def test_mask_values_outside_binary(tmp_path, bijie_pair):
     mask = np.asarray(Image.open(bijie_pair[1])).copy()
     mask[0, :10] = 128
     Image.fromarray(mask).save(tmp_path / "grey.png")
-    with pytest.raises(InputError, match=r"grey.png: mask values must be \{0,1\} or \{0,255\}, found \[0, 128, 255\]"):
+    with pytest.raises(
+        InputError, match=r"grey.png: mask values must be \{0,1\} or \{0,255\}, found \[0, 128, 255\]"
+    ):
         read_mask(tmp_path / "grey.png")
 
 

@@ -1,4 +1,4 @@
-"""Raster I/O on the real files in ../shared/data: descriptors, windows, bands, display, statistics, writing."""
+"""Raster I/O on the real files in ../shared/data: descriptors, windows, bands, display, writing."""
 
 from __future__ import annotations
 

@@ -23,15 +23,21 @@ def resolve_bands(descriptor: SceneDescriptor, selection: str | Sequence[int] = 
         bands = tuple(int(b) for b in selection)
         bad = [b for b in bands if not 0 <= b < descriptor.count]
         if bad or not bands:
-            raise InputError(descriptor.path, f"has {descriptor.count} bands; cannot select bands {bad or bands}")
+            raise InputError(
+                descriptor.path, f"has {descriptor.count} bands; cannot select bands {bad or bands}"
+            )
         return bands
     if selection == "s2_true_colour":
         found = _find_named(descriptor, ("B4", "B3", "B2"))
         if found is None:
-            raise InputError(descriptor.path, f"has no bands named B4, B3 and B2 (bands: {descriptor.band_names})")
+            raise InputError(
+                descriptor.path, f"has no bands named B4, B3 and B2 (bands: {descriptor.band_names})"
+            )
         return found
     if selection == "rgb":
-        found = _find_named(descriptor, ("B4", "B3", "B2")) or _find_named(descriptor, ("red", "green", "blue"))
+        found = _find_named(descriptor, ("B4", "B3", "B2")) or _find_named(
+            descriptor, ("red", "green", "blue")
+        )
         if found is not None:
             return found
         return (0, 0, 0) if descriptor.count < 3 else (0, 1, 2)
@@ -80,7 +86,11 @@ def percentile_stretch(
 
 
 def thumbnail(
-    scene: Scene, max_side: int = 512, bands: str | Sequence[int] = "rgb", low: float = 2.0, high: float = 98.0
+    scene: Scene,
+    max_side: int = 512,
+    bands: str | Sequence[int] = "rgb",
+    low: float = 2.0,
+    high: float = 98.0,
 ) -> np.ndarray:
     """A stretched (h, w, 3) uint8 preview, read decimated so it costs little on a large scene."""
     d = scene.descriptor
@@ -113,7 +123,9 @@ def band_statistics(scene: Scene, windows: int = 16, size: int = 256) -> tuple[n
             total_sq += (values**2).sum(axis=1)
             n += values.shape[1]
     if n == 0:
-        raise InputError(d.path, "has no valid pixels in the sampled windows; cannot estimate band statistics")
+        raise InputError(
+            d.path, "has no valid pixels in the sampled windows; cannot estimate band statistics"
+        )
     mean = total / n
     std = np.sqrt(np.maximum(total_sq / n - mean**2, 0.0))
     return mean, std

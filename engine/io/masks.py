@@ -1,4 +1,4 @@
-"""Landslide masks read from disk: one band, the image's size, values {0,1} or {0,255}; returned as {0,1} uint8."""
+"""Landslide masks on disk: one band, the image's size, values {0,1} or {0,255}; read as {0,1} uint8."""
 
 from __future__ import annotations
 
@@ -37,10 +37,8 @@ class MaskSource:
     def read(self, window: Box | None = None) -> np.ndarray:
         y, x, h, w = window if window is not None else (0, 0, self.height, self.width)
         if self._scene is not None:
-            raw = self._scene.read((y, x, h, w))[0]
-        else:
-            raw = self._array[y : y + h, x : x + w]
-        return self._normalise(raw)
+            return self._normalise(self._scene.read((y, x, h, w))[0])
+        return self._normalise(self._array[y : y + h, x : x + w])
 
     def blocks(self, size: int = 1024) -> Iterator[Box]:
         for y in range(0, self.height, size):

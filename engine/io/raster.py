@@ -106,7 +106,9 @@ class Scene:
         except (RasterioError, OSError, KeyError, ValueError) as exc:
             raise InputError(self.descriptor.path, f"cannot read pixels (file damaged?): {exc}") from exc
 
-    def read_decimated(self, out_height: int, out_width: int, bands: Sequence[int] | None = None) -> np.ndarray:
+    def read_decimated(
+        self, out_height: int, out_width: int, bands: Sequence[int] | None = None
+    ) -> np.ndarray:
         """The whole scene sampled down to about out_height × out_width, for thumbnails and statistics."""
         bands = self._check_bands(bands)
         try:
@@ -142,7 +144,7 @@ class Scene:
                 yield y, x, min(size, d.height - y), min(size, d.width - x)
 
     def check_has_data(self) -> None:
-        """Refuse a scene with no valid pixel. A cheap sampled look first; a full scan only if it finds none."""
+        """Refuse a scene with no valid pixel: a sampled look, then a full scan only if it finds none."""
         d = self.descriptor
         side = 512
         if self.valid(self.read_decimated(min(side, d.height), min(side, d.width))).any():
@@ -253,7 +255,9 @@ def _check_file(path: Path) -> None:
     if path.stat().st_size == 0:
         raise InputError(path, "file is empty (0 bytes)")
     if path.suffix.lower() not in SCENE_SUFFIXES:
-        raise InputError(path, f"unsupported file type {path.suffix or '(none)'}; use {', '.join(SCENE_SUFFIXES)}")
+        raise InputError(
+            path, f"unsupported file type {path.suffix or '(none)'}; use {', '.join(SCENE_SUFFIXES)}"
+        )
 
 
 def _open_rasterio(path: Path) -> tuple[_Backend, SceneDescriptor]:
@@ -268,11 +272,15 @@ def _open_rasterio(path: Path) -> tuple[_Backend, SceneDescriptor]:
             raise InputError(path, "has no bands")
         dtypes = set(ds.dtypes)
         if len(dtypes) > 1:
-            raise InputError(path, f"mixes band data types {sorted(dtypes)}; Scarp needs one type for all bands")
+            raise InputError(
+                path, f"mixes band data types {sorted(dtypes)}; Scarp needs one type for all bands"
+            )
         names = _band_names(ds.count, ds.descriptions, [ci.name for ci in ds.colorinterp])
         crs = ds.crs if ds.crs else None
         transform = ds.transform if crs is not None else Affine.identity()
-        descriptor = _descriptor(path, ds.driver, ds.width, ds.height, names, ds.dtypes[0], crs, transform, ds.nodata)
+        descriptor = _descriptor(
+            path, ds.driver, ds.width, ds.height, names, ds.dtypes[0], crs, transform, ds.nodata
+        )
     except BaseException:
         ds.close()
         raise
@@ -289,21 +297,29 @@ def _open_hdf5(path: Path) -> tuple[_Backend, SceneDescriptor]:
     try:
         if "img" not in file:
             keys = ", ".join(sorted(file.keys())) or "none"
-            raise InputError(path, f"HDF5 file has no 'img' dataset (Landslide4Sense layout); its keys: {keys}")
+            raise InputError(
+                path, f"HDF5 file has no 'img' dataset (Landslide4Sense layout); its keys: {keys}"
+            )
         ds = file["img"]
         if not hasattr(ds, "shape") or len(ds.shape) != 3:
             shape = getattr(ds, "shape", "a group")
             raise InputError(path, f"'img' must have shape (height, width, bands), found {shape}")
         height, width, count = (int(v) for v in ds.shape)
-        names = L4S_BAND_NAMES if count == len(L4S_BAND_NAMES) else tuple(f"band {i + 1}" for i in range(count))
-        descriptor = _descriptor(path, "HDF5", width, height, names, ds.dtype.name, None, Affine.identity(), None)
+        names = (
+            L4S_BAND_NAMES if count == len(L4S_BAND_NAMES) else tuple(f"band {i + 1}" for i in range(count))
+        )
+        descriptor = _descriptor(
+            path, "HDF5", width, height, names, ds.dtype.name, None, Affine.identity(), None
+        )
     except BaseException:
         file.close()
         raise
     return _HDF5Backend(file, ds), descriptor
 
 
-def _band_names(count: int, descriptions: Sequence[str | None], colorinterp: Sequence[str]) -> tuple[str, ...]:
+def _band_names(
+    count: int, descriptions: Sequence[str | None], colorinterp: Sequence[str]
+) -> tuple[str, ...]:
     if all(descriptions):
         return tuple(str(d) for d in descriptions)
     if count >= 3 and list(colorinterp[:3]) == ["red", "green", "blue"]:
@@ -313,7 +329,9 @@ def _band_names(count: int, descriptions: Sequence[str | None], colorinterp: Seq
     return tuple(f"band {i + 1}" for i in range(count))
 
 
-def _descriptor(path, fmt, width, height, names, dtype, crs: CRS | None, transform, nodata) -> SceneDescriptor:
+def _descriptor(
+    path, fmt, width, height, names, dtype, crs: CRS | None, transform, nodata
+) -> SceneDescriptor:
     if not (transform.b == 0 and transform.d == 0):
         raise InputError(path, "has a rotated or sheared geotransform; warp it to a north-up grid first")
     left, top = transform @ (0, 0)
@@ -325,7 +343,9 @@ def _descriptor(path, fmt, width, height, names, dtype, crs: CRS | None, transfo
         try:
             lonlat = tuple(float(v) for v in transform_bounds(crs, "EPSG:4326", *bounds, densify_pts=21))
         except (RasterioError, ValueError) as exc:
-            raise InputError(path, f"its CRS cannot be converted to longitude/latitude ({_first_line(exc)})") from exc
+            raise InputError(
+                path, f"its CRS cannot be converted to longitude/latitude ({_first_line(exc)})"
+            ) from exc
         if not all(math.isfinite(v) for v in lonlat):
             raise InputError(path, "its bounds do not map to valid longitude/latitude; is the CRS right?")
         pixel_size = _pixel_size_m(crs, transform, lonlat)
@@ -346,7 +366,9 @@ def _descriptor(path, fmt, width, height, names, dtype, crs: CRS | None, transfo
     )
 
 
-def _pixel_size_m(crs: CRS, transform: Affine, lonlat: tuple[float, float, float, float]) -> tuple[float, float]:
+def _pixel_size_m(
+    crs: CRS, transform: Affine, lonlat: tuple[float, float, float, float]
+) -> tuple[float, float]:
     if crs.is_geographic:
         lat = math.radians((lonlat[1] + lonlat[3]) / 2)
         # WGS84 metres per degree at this latitude (series expansion of the meridian and parallel arcs)
@@ -361,7 +383,9 @@ def _check_descriptor(d: SceneDescriptor, max_pixels: int) -> None:
     if d.width < 1 or d.height < 1:
         raise InputError(d.path, f"has no pixels ({d.width}×{d.height})")
     if d.width < MIN_SIDE or d.height < MIN_SIDE:
-        raise InputError(d.path, f"is only {d.width}×{d.height} px; Scarp needs at least {MIN_SIDE}×{MIN_SIDE} px")
+        raise InputError(
+            d.path, f"is only {d.width}×{d.height} px; Scarp needs at least {MIN_SIDE}×{MIN_SIDE} px"
+        )
     if d.pixels > max_pixels:
         raise InputError(
             d.path,
@@ -369,7 +393,9 @@ def _check_descriptor(d: SceneDescriptor, max_pixels: int) -> None:
             "(raise SCARP_MAX_PIXELS to allow it)",
         )
     if d.dtype not in SUPPORTED_DTYPES:
-        raise InputError(d.path, f"has data type {d.dtype}, which Scarp does not read; use {', '.join(SUPPORTED_DTYPES)}")
+        raise InputError(
+            d.path, f"has data type {d.dtype}, which Scarp does not read; use {', '.join(SUPPORTED_DTYPES)}"
+        )
 
 
 def _probe(scene: Scene) -> None:

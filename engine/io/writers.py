@@ -76,7 +76,9 @@ def write_raster(
     if array.ndim == 2:
         array = array[None]
     if array.shape[1:] != (like.height, like.width):
-        raise ValueError(f"array is {array.shape[2]}×{array.shape[1]} px, the scene {like.width}×{like.height} px")
+        raise ValueError(
+            f"array is {array.shape[2]}×{array.shape[1]} px, the scene {like.width}×{like.height} px"
+        )
     with raster_writer(path, like, array.shape[0], array.dtype.name, nodata) as writer:
         for y in range(0, like.height, 4 * BLOCK):
             writer.write(y, 0, array[:, y : y + 4 * BLOCK])

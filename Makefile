@@ -1,0 +1,52 @@
+# Scarp: `make run` starts the app, `make test` runs the suite. Both set up everything they need first
+# and do nothing more when nothing changed (stamp files record what was installed).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMPS := .make
+export SCARP_WORKSPACE ?= $(CURDIR)/workspace
+PORT ?= 8501
+
+.PHONY: setup run test lint format clean
+
+setup: $(STAMPS)/runtime $(STAMPS)/static
+
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Scarp needs Python 3.11 or newer"'
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMPS)/runtime: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	@mkdir -p $(STAMPS) && touch $@
+
+$(STAMPS)/dev: requirements-dev.txt $(STAMPS)/runtime
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@mkdir -p $(STAMPS) && touch $@
+
+# Leaflet and Leaflet.draw from the npm registry, served from app/static so maps need no internet.
+$(STAMPS)/static: package.json package-lock.json
+	npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	rm -rf app/static/leaflet app/static/leaflet-draw
+	mkdir -p app/static
+	cp -r node_modules/leaflet/dist app/static/leaflet
+	cp -r node_modules/leaflet-draw/dist app/static/leaflet-draw
+	@mkdir -p $(STAMPS) && touch $@
+
+run: setup
+	$(BIN)/streamlit run app/Home.py --server.port $(PORT)
+
+test: setup $(STAMPS)/dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest
+
+lint: $(STAMPS)/dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMPS)/dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) $(STAMPS) node_modules app/static
