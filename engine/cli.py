@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -57,6 +58,26 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--pred", type=Path, required=True, help="a mask file or a folder of masks")
     evaluate.add_argument("--truth", type=Path, required=True, help="same-named true masks (file or folder)")
     evaluate.set_defaults(run=_evaluate)
+
+    predict = commands.add_parser("predict", help="map landslides on a scene with a model or an ensemble")
+    predict.add_argument(
+        "--model", required=True, help="checkpoint, shipped model or architecture; a,b,c = ensemble"
+    )
+    predict.add_argument("--in", dest="scene", type=Path, required=True, help="the scene to map")
+    predict.add_argument("--out", type=Path, required=True, help="landslide mask GeoTIFF to write")
+    predict.add_argument("--probabilities", type=Path, help="also write the landslide probability GeoTIFF")
+    predict.add_argument("--tile", type=int, default=512)
+    predict.add_argument("--overlap", type=int, default=64)
+    predict.add_argument("--batch", type=int, default=4)
+    predict.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    predict.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    predict.add_argument("--tta", action="store_true", help="average over flips (4× slower)")
+    predict.add_argument("--threshold", type=float, default=0.5, help="landslide probability cut-off")
+    predict.set_defaults(run=_predict)
+
+    models = commands.add_parser("models", help="list the architectures and the checkpoints found")
+    _workspace_option(models)
+    models.set_defaults(run=_models)
     return parser
 
 
@@ -115,6 +136,72 @@ def _scenes(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     print(json.dumps(api.evaluate_masks(args.pred, args.truth), indent=2))
     return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from engine.inference import PredictOptions, predict_scene
+
+    if not 0 <= args.overlap < args.tile:
+        raise ScarpError(f"--overlap must be between 0 and --tile - 1 ({args.tile - 1}), got {args.overlap}")
+    options = PredictOptions(
+        tile=args.tile,
+        overlap=args.overlap,
+        batch=args.batch,
+        device=args.device,
+        precision=args.precision,
+        tta=args.tta,
+        threshold=args.threshold,
+    )
+    summary = predict_scene(
+        args.model, args.scene, args.out, args.probabilities, options, ProgressLine("predict")
+    )
+    models = ", ".join(summary.models)
+    print(
+        f"wrote {args.out}: {summary.landslide_fraction:.2%} landslide, {summary.tiles} tiles in "
+        f"{summary.seconds:.1f} s on {summary.device} ({summary.precision}), models: {models}"
+    )
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from engine.inference import ASSETS
+    from engine.models import ARCHITECTURES
+    from engine.models.checkpoint import ModelCard
+
+    print("architectures:")
+    for name, (_, _, about) in ARCHITECTURES.items():
+        print(f"  {name:<20} {about}")
+    shipped = sorted(ASSETS.glob("*.safetensors")) if ASSETS.is_dir() else []
+    print("shipped checkpoints:" if shipped else "shipped checkpoints: none yet")
+    for path in shipped:
+        card = ModelCard.from_file(path.with_suffix(".json"))
+        print(f"  {path.stem:<20} {card.architecture}, {card.in_channels} bands")
+    with api.open_workspace(args.workspace) as workspace:
+        registered = workspace.list_models()
+    print("workspace models:" if registered else "workspace models: none yet")
+    for model in registered:
+        print(f"  {model.name:<20} {model.architecture}  {model.checkpoint_path}")
+    return 0
+
+
+class ProgressLine:
+    """A one-line progress bar on stderr with an ETA; on a non-terminal, a line per 10 %."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.start = time.perf_counter()
+        self.last_decile = -1
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        elapsed = time.perf_counter() - self.start
+        eta = elapsed / done * (total - done) if done else 0.0
+        text = f"{self.label}: {done}/{total} ({done / total:.0%}), ETA {eta:.0f} s"
+        if self.tty:
+            print("\r" + text, end="\n" if done == total else "", file=sys.stderr, flush=True)
+        elif (decile := 10 * done // total) > self.last_decile:
+            self.last_decile = decile
+            print(text, file=sys.stderr, flush=True)
 
 
 def _shape(descriptor: dict) -> str:

@@ -1,0 +1,213 @@
+"""Tiled prediction over a whole scene, streamed to GeoTIFFs that keep the scene's CRS and transform.
+
+Tiles are read window by window, batched through the model(s), blended by the Stitcher and written
+row band by row band, so memory depends on the tile size and the scene width, not on the scene area.
+An ensemble averages the landslide probabilities of its members, as the Landslide4Sense winners did.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from engine.devices import autocast, pick_device, resolve_precision
+from engine.errors import InputError
+from engine.io.bands import band_statistics, resolve_bands
+from engine.io.raster import Scene, SceneDescriptor, open_scene
+from engine.io.writers import raster_writer
+from engine.models import ARCHITECTURES, build_model
+from engine.models.checkpoint import ModelCard, load_checkpoint
+from engine.tiling import Stitcher, TileGrid, iter_batches, pad_tile
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets" / "models"
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class PredictOptions:
+    tile: int = 512
+    overlap: int = 64
+    batch: int = 4
+    device: str = "auto"
+    precision: str = "auto"
+    tta: bool = False
+    threshold: float = 0.5
+
+
+@dataclass
+class Member:
+    """One model of a prediction, with the bands it reads and the statistics it normalises with."""
+
+    label: str
+    model: nn.Module
+    card: ModelCard
+    bands: tuple[int, ...] = ()
+    mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    std: np.ndarray = field(default_factory=lambda: np.ones(0))
+
+
+@dataclass(frozen=True)
+class PredictionSummary:
+    tiles: int
+    seconds: float
+    device: str
+    precision: str
+    landslide_fraction: float
+    models: tuple[str, ...]
+
+
+def resolve_models(spec: str, in_channels: int) -> list[Member]:
+    """Models from a comma-separated list of checkpoint paths, shipped model names or architecture names.
+
+    An architecture name builds a randomly initialised model with the scene's band count: useful to
+    check the pipeline, useless for mapping (the label says so).
+    """
+    members = []
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        path = Path(item)
+        shipped = ASSETS / f"{item}.safetensors"
+        if path.suffix or path.exists():
+            model, card = load_checkpoint(path)
+            members.append(Member(path.stem, model, card))
+        elif shipped.is_file():
+            model, card = load_checkpoint(shipped)
+            members.append(Member(item, model, card))
+        elif item in ARCHITECTURES:
+            model = build_model(item, in_channels).eval()
+            card = ModelCard(architecture=item, in_channels=in_channels, provenance={"weights": "random"})
+            members.append(Member(f"{item} (random weights)", model, card))
+        else:
+            names = ", ".join(ARCHITECTURES)
+            raise InputError(item, f"is neither a checkpoint file, a shipped model nor one of {names}")
+    if not members:
+        raise InputError(spec, "names no model")
+    return members
+
+
+def prepare(member: Member, scene: Scene) -> None:
+    """Choose the member's bands for this scene and the statistics to normalise them with."""
+    d = scene.descriptor
+    wanted = member.card.in_channels
+    if wanted == d.count:
+        member.bands = tuple(range(d.count))
+    elif wanted == 3:
+        member.bands = resolve_bands(d, "rgb")  # an RGB model sees multispectral scenes in true colour
+    else:
+        raise InputError(d.path, f"has {d.count} bands but model {member.label} expects {wanted}")
+    if member.card.mean is not None and member.card.std is not None:
+        member.mean = np.asarray(member.card.mean, np.float32)
+        member.std = np.asarray(member.card.std, np.float32)
+    else:  # separate normalisation: the scene's own statistics
+        mean, std = band_statistics(scene)
+        member.mean = mean[list(member.bands)].astype(np.float32)
+        member.std = std[list(member.bands)].astype(np.float32)
+    member.std = np.where(member.std > 0, member.std, 1.0).astype(np.float32)
+
+
+def predict_scene(
+    spec: str | list[Member],
+    scene_path: str | Path,
+    mask_out: str | Path,
+    probabilities_out: str | Path | None = None,
+    options: PredictOptions | None = None,
+    progress: Progress | None = None,
+) -> PredictionSummary:
+    options = options or PredictOptions()
+    started = time.perf_counter()
+    device = pick_device(options.device)
+    dtype = resolve_precision(device, options.precision)
+    with open_scene(scene_path) as scene:
+        d = scene.descriptor
+        members = resolve_models(spec, d.count) if isinstance(spec, str) else spec
+        for member in members:
+            prepare(member, scene)
+            member.model.to(device, memory_format=torch.channels_last).eval()
+        grid = _grid(d, options)
+        landslide = 0
+        valid_total = 0
+        with (
+            raster_writer(mask_out, d, 1, "uint8") as masks,
+            _probability_writer(probabilities_out, d) as probs,
+        ):
+
+            def sink(y0: int, block: np.ndarray) -> None:
+                nonlocal landslide, valid_total
+                probability, valid = block[0], block[1] > 0.5
+                mask = ((probability >= options.threshold) & valid).astype(np.uint8)
+                masks.write(y0, 0, mask)
+                if probs is not None:
+                    probs.write(y0, 0, np.where(valid, probability, np.nan).astype(np.float32))
+                landslide += int(mask.sum())
+                valid_total += int(valid.sum())
+
+            stitcher = Stitcher(grid, 2, sink)
+            done = 0
+            for batch in iter_batches(grid.tiles(), max(1, options.batch)):
+                tiles = [pad_tile(scene.read_float(grid.source_window(t)), grid.tile) for t in batch]
+                stacked = np.stack(tiles)
+                valid = np.isfinite(stacked).all(axis=1)
+                probability = _ensemble(members, stacked, device, dtype, options.tta)
+                for i, tile in enumerate(batch):
+                    stitcher.add(tile, np.stack([probability[i], valid[i].astype(np.float32)]))
+                done += len(batch)
+                if progress is not None:
+                    progress(done, len(grid))
+            stitcher.close()
+    return PredictionSummary(
+        tiles=len(grid),
+        seconds=time.perf_counter() - started,
+        device=str(device),
+        precision=str(dtype).removeprefix("torch."),
+        landslide_fraction=landslide / valid_total if valid_total else 0.0,
+        models=tuple(m.label for m in members),
+    )
+
+
+def _grid(d: SceneDescriptor, options: PredictOptions) -> TileGrid:
+    """A scene that fits in one tile is run as one tile just big enough (a multiple of 32)."""
+    tile = min(options.tile, 32 * math.ceil(max(d.height, d.width) / 32))
+    overlap = min(options.overlap, tile // 2)
+    return TileGrid(d.height, d.width, tile, overlap)
+
+
+def _probability_writer(path: str | Path | None, d: SceneDescriptor):
+    return nullcontext(None) if path is None else raster_writer(path, d, 1, "float32", nodata=float("nan"))
+
+
+@torch.inference_mode()
+def _ensemble(members: list[Member], tiles: np.ndarray, device, dtype, tta: bool) -> np.ndarray:
+    """Mean landslide probability of all members for a batch of (N, bands, h, w) raw tiles."""
+    total = None
+    for member in members:
+        x = tiles[:, list(member.bands)]
+        x = (x - member.mean[None, :, None, None]) / member.std[None, :, None, None]
+        x = (
+            torch.from_numpy(np.nan_to_num(x, nan=0.0))
+            .to(device)
+            .contiguous(memory_format=torch.channels_last)
+        )
+        p = _landslide_probability(member.model, x, device, dtype, tta)
+        total = p if total is None else total + p
+    return (total / len(members)).float().cpu().numpy()
+
+
+def _landslide_probability(model: nn.Module, x: torch.Tensor, device, dtype, tta: bool) -> torch.Tensor:
+    flips = [(), (-1,), (-2,), (-2, -1)] if tta else [()]
+    total = 0
+    for dims in flips:
+        xi = torch.flip(x, dims) if dims else x
+        with autocast(device, dtype):
+            logits = model(xi)
+        p = torch.softmax(logits.float(), dim=1)[:, 1]
+        total = total + (torch.flip(p, dims) if dims else p)
+    return total / len(flips)
