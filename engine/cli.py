@@ -78,6 +78,16 @@ def _parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="list the architectures and the checkpoints found")
     _workspace_option(models)
     models.set_defaults(run=_models)
+
+    bench = commands.add_parser("bench", help="benchmarks whose tables go into docs/")
+    bench_kinds = bench.add_subparsers(dest="bench", required=True, metavar="KIND")
+    bench_models = bench_kinds.add_parser(
+        "models", help="parameters, GFLOPs and CPU ms per tile of each model"
+    )
+    bench_models.add_argument("--size", type=int, default=512)
+    bench_models.add_argument("--runs", type=int, default=5, help="timed runs after 2 warm-up runs; median")
+    bench_models.add_argument("--only", nargs="*", help="some of the registry's models")
+    bench_models.set_defaults(run=_bench_models)
     return parser
 
 
@@ -181,6 +191,15 @@ def _models(args: argparse.Namespace) -> int:
     print("workspace models:" if registered else "workspace models: none yet")
     for model in registered:
         print(f"  {model.name:<20} {model.architecture}  {model.checkpoint_path}")
+    return 0
+
+
+def _bench_models(args: argparse.Namespace) -> int:
+    from engine import bench
+
+    rows = bench.model_table(args.only, args.size, args.runs)
+    print(f"machine: {bench.machine()}")
+    print(bench.markdown(rows, args.size))
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 
@@ -30,7 +31,7 @@ def pick_device(preference: str = "auto") -> torch.device:
 def cpu_has_bf16() -> bool:
     """AVX512-BF16 or AMX: without them bf16 on a CPU is emulated and slower than fp32."""
     try:
-        flags = open("/proc/cpuinfo").read()
+        flags = Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
     return " avx512_bf16" in flags or " amx_bf16" in flags

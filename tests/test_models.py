@@ -34,12 +34,11 @@ def test_every_trainable_parameter_gets_a_gradient(name):
     for extra in getattr(model, "auxiliary_outputs", lambda _: [])(x):
         loss = loss + extra.sum()
     loss.backward()
-    missing = [
-        n
-        for n, p in model.named_parameters()
-        if p.requires_grad and (p.grad is None or not p.grad.abs().sum())
-    ]
+    # timm's ResNets zero-initialise each block's last BN scale, so some gradients are exactly 0 at
+    # step 0; what matters is that every trainable tensor is on the graph and gets a finite gradient.
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert missing == []
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
 def test_eval_mode_is_deterministic(name):

@@ -1,0 +1,88 @@
+"""Benchmarks run from the CLI (`python -m engine bench ...`): their tables go into docs/, not tests."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from engine.devices import autocast, cpu_has_bf16
+from engine.models import ARCHITECTURES, build_model
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        info = ""
+    for line in info.splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    bf16 = "with" if cpu_has_bf16() else "without"
+    return f"{cpu}, {torch.get_num_threads()} threads, {bf16} AVX512-BF16/AMX, torch {torch.__version__}"
+
+
+def count_flops(model: torch.nn.Module, size: int = 512, channels: int = 3) -> int:
+    """FLOPs of one forward pass (a multiply-add counts 2), from torch's own operator counter."""
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(torch.zeros(1, channels, size, size))
+    return counter.get_total_flops()
+
+
+def time_forward(
+    model: torch.nn.Module, dtype: torch.dtype, size: int = 512, runs: int = 5, warmup: int = 2
+) -> float:
+    """Median ms of one batch-1 forward on the CPU, after warm-up."""
+    x = torch.randn(1, 3, size, size).contiguous(memory_format=torch.channels_last)
+    model = model.to(memory_format=torch.channels_last)
+    device = torch.device("cpu")
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + runs):
+            start = time.perf_counter()
+            with autocast(device, dtype):
+                model(x)
+            if i >= warmup:
+                times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def model_table(names: list[str] | None = None, size: int = 512, runs: int = 5) -> list[dict]:
+    rows = []
+    for name in names or list(ARCHITECTURES):
+        torch.manual_seed(0)
+        model = build_model(name).eval()
+        decoder = getattr(model, "decoder_parameter_count", None)
+        rows.append(
+            {
+                "model": name,
+                "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+                "decoder_params_m": decoder() / 1e6 if decoder else None,
+                "gflops": count_flops(model, size) / 1e9,
+                "ms_fp32": time_forward(model, torch.float32, size, runs),
+                "ms_bf16": time_forward(model, torch.bfloat16, size, runs),
+            }
+        )
+    return rows
+
+
+def markdown(rows: list[dict], size: int) -> str:
+    lines = [
+        f"| model | parameters (M) | GFLOPs at {size}² | CPU ms/tile fp32 | CPU ms/tile bf16 |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        params = f"{r['params_m']:.2f}"
+        if r["decoder_params_m"] is not None:
+            params += f" (decoder {r['decoder_params_m']:.3f})"
+        lines.append(
+            f"| {r['model']} | {params} | {r['gflops']:.1f} | {r['ms_fp32']:.0f} | {r['ms_bf16']:.0f} |"
+        )
+    return "\n".join(lines)
