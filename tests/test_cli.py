@@ -112,3 +112,51 @@ def test_evaluate_files_and_folders(tmp_path, data_dir):
     (pred / "ls_0001.tif").unlink()
     missing = cli("evaluate", "--pred", str(pred), "--truth", str(truth))
     assert missing.returncode == 2 and "no prediction for 1 of 3 true masks: ls_0001" in missing.stderr
+
+
+def test_predict_end_to_end_with_random_weights(tmp_path, iburi_post, bijie_pair):
+    result = cli(
+        "predict", "--model", "kda_student", "--in", str(iburi_post), "--out", str(tmp_path / "m.tif"),
+        "--probabilities", str(tmp_path / "p.tif"), "--tile", "384", "--overlap", "32",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "kda_student (random weights)" in result.stdout and "predict: 15/15" in result.stderr
+    info = json.loads(cli("info", str(tmp_path / "m.tif")).stdout)
+    assert (info["width"], info["height"], info["crs"], info["count"]) == (1533, 970, "EPSG:4326", 1)
+    png = cli(
+        "predict",
+        "--model",
+        "unet_r34,segformer_b0",
+        "--in",
+        str(bijie_pair[0]),
+        "--out",
+        str(tmp_path / "b.tif"),
+    )
+    assert png.returncode == 0, png.stderr
+    assert json.loads(cli("info", str(tmp_path / "b.tif")).stdout)["width"] == 121
+
+
+def test_predict_refuses_pickles_and_bad_options(tmp_path, bijie_pair):
+    (tmp_path / "model.pth").write_bytes(b"\x80\x04K\x01.")
+    bad = cli(
+        "predict",
+        "--model",
+        str(tmp_path / "model.pth"),
+        "--in",
+        str(bijie_pair[0]),
+        "--out",
+        str(tmp_path / "x.tif"),
+    )
+    assert bad.returncode == 2 and "pickle-based checkpoint" in bad.stderr and "Traceback" not in bad.stderr
+    overlap = cli(
+        "predict", "--model", "unet_r34", "--in", str(bijie_pair[0]), "--out", "x.tif", "--overlap", "600"
+    )
+    assert overlap.returncode == 2 and "--overlap" in overlap.stderr
+    assert not (tmp_path / "x.tif").exists()
+
+
+def test_models_lists_the_registry(tmp_path):
+    result = cli("models", workspace=tmp_path / "ws")
+    assert result.returncode == 0, result.stderr
+    for name in ("kda_student", "emr_hrnet", "mrife", "unet_r34", "deeplabv3plus_r101", "segformer_b0"):
+        assert name in result.stdout

@@ -70,10 +70,19 @@ def test_tiled_equals_one_tile_where_tiles_do_not_overlap_edges(tmp_path, cas_ti
 
 
 def test_bf16_agrees_with_fp32(tmp_path, iburi_post):
+    """Thresholded at the median fp32 probability, half the pixels sit on each side: a fair test."""
     members = _members("kda_student")
-    predict_scene(members, iburi_post, tmp_path / "fp32.tif", options=PredictOptions(precision="fp32"))
-    predict_scene(members, iburi_post, tmp_path / "bf16.tif", options=PredictOptions(precision="bf16"))
-    agreement = (read_mask(tmp_path / "fp32.tif") == read_mask(tmp_path / "bf16.tif")).mean()
+    predict_scene(
+        members, iburi_post, tmp_path / "fp32.tif", tmp_path / "p.tif", PredictOptions(precision="fp32")
+    )
+    median = float(np.nanmedian(_read(tmp_path / "p.tif")))
+    masks = {}
+    for precision in ("fp32", "bf16"):
+        options = PredictOptions(precision=precision, threshold=median)
+        predict_scene(members, iburi_post, tmp_path / f"{precision}.tif", options=options)
+        masks[precision] = read_mask(tmp_path / f"{precision}.tif")
+    assert 0.4 < masks["fp32"].mean() < 0.6
+    agreement = (masks["fp32"] == masks["bf16"]).mean()
     assert agreement >= 0.99, agreement
 
 
