@@ -24,7 +24,7 @@ from engine.io.bands import band_statistics, resolve_bands
 from engine.io.raster import Scene, SceneDescriptor, open_scene
 from engine.io.writers import raster_writer
 from engine.models import ARCHITECTURES, build_model
-from engine.models.checkpoint import ModelCard, load_checkpoint
+from engine.models.checkpoint import ModelCard, load_model
 from engine.tiling import Stitcher, TileGrid, iter_batches, pad_tile
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "models"
@@ -77,10 +77,10 @@ def resolve_models(spec: str, in_channels: int) -> list[Member]:
         path = Path(item)
         shipped = ASSETS / f"{item}.safetensors"
         if path.suffix or path.exists():
-            model, card = load_checkpoint(path)
+            model, card = load_model(path)
             members.append(Member(path.stem, model, card))
         elif shipped.is_file():
-            model, card = load_checkpoint(shipped)
+            model, card = load_model(shipped)
             members.append(Member(item, model, card))
         elif item in ARCHITECTURES:
             model = build_model(item, in_channels).eval()

@@ -65,7 +65,7 @@ def card_path(weights: Path) -> Path:
     return weights.with_suffix(".json")
 
 
-def save_checkpoint(model: nn.Module, path: str | Path, **card_fields: Any) -> Path:
+def save_model(model: nn.Module, path: str | Path, **card_fields: Any) -> Path:
     """Write `path` (.safetensors) and its card; both appear atomically. Returns the weights path."""
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -84,7 +84,7 @@ def save_checkpoint(model: nn.Module, path: str | Path, **card_fields: Any) -> P
     return path
 
 
-def load_checkpoint(path: str | Path) -> tuple[nn.Module, ModelCard]:
+def load_model(path: str | Path) -> tuple[nn.Module, ModelCard]:
     """Rebuild a model exactly from `.safetensors` + card (either file may be given); eval mode."""
     weights = _weights_path(Path(path))
     card = ModelCard.from_file(card_path(weights))
