@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine import api
+from engine import api, cli_train
 from engine.errors import ScarpError
 
 EXIT_USER_ERROR = 2
@@ -54,10 +54,16 @@ def _parser() -> argparse.ArgumentParser:
     _workspace_option(scenes)
     scenes.set_defaults(run=_scenes)
 
-    evaluate = commands.add_parser("evaluate", help="score predicted masks against true masks")
-    evaluate.add_argument("--pred", type=Path, required=True, help="a mask file or a folder of masks")
-    evaluate.add_argument("--truth", type=Path, required=True, help="same-named true masks (file or folder)")
+    evaluate = commands.add_parser("evaluate", help="score masks, or a model, against true masks")
+    evaluate.add_argument("--pred", type=Path, help="a mask file or a folder of masks")
+    evaluate.add_argument("--truth", type=Path, help="same-named true masks (file or folder)")
+    evaluate.add_argument("--model", type=Path, help="a checkpoint to score instead of --pred")
+    evaluate.add_argument("--data", type=Path, help="with --model: a training folder")
+    evaluate.add_argument("--split", default="val", help="with --data: the split to score")
+    evaluate.add_argument("--images", type=Path, help="with --model: a folder of images")
+    evaluate.add_argument("--masks", type=Path, help="with --images: their same-named masks")
     evaluate.set_defaults(run=_evaluate)
+    cli_train.add_commands(commands)
 
     predict = commands.add_parser("predict", help="map landslides on a scene with a model or an ensemble")
     predict.add_argument(
@@ -144,6 +150,10 @@ def _scenes(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    if args.model is not None:
+        return cli_train.evaluate_model(args)
+    if args.pred is None or args.truth is None:
+        raise ScarpError("evaluate needs --pred and --truth, or --model with --data or --images/--masks")
     print(json.dumps(api.evaluate_masks(args.pred, args.truth), indent=2))
     return 0
 

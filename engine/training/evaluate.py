@@ -1,0 +1,54 @@
+"""Score a checkpoint on labelled data: a training folder's split, or a folder of images + masks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.devices import pick_device, resolve_precision
+from engine.errors import InputError
+from engine.models.checkpoint import load_model
+from engine.training.config import TrainConfig
+from engine.training.datasets import FolderDataset, TrainingView, make_loader
+from engine.training.loop import evaluate
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    *,
+    data: str | Path | None = None,
+    split: str = "val",
+    images: str | Path | None = None,
+    masks: str | Path | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    dataset: Any = None,
+) -> dict[str, Any]:
+    """Metrics JSON (as `evaluate --pred/--truth` prints) of the model's argmax masks, whole images."""
+    model, card = load_model(checkpoint)
+    if dataset is None:
+        dataset = _dataset(data, split, images, masks)
+    torch_device = pick_device(device)
+    dtype = resolve_precision(torch_device, precision)
+    per_image = card.mean is None
+    config = TrainConfig(
+        model=card.architecture,
+        in_channels=card.in_channels,
+        normalisation="per_image" if per_image else "dataset",
+    )
+    view = TrainingView(dataset, config, card.mean, card.std, train=False)
+    model.to(torch_device, memory_format=torch.channels_last)
+    matrix = evaluate(model, make_loader(view, 1, False, 0, 0, 0), torch_device, dtype)
+    return {"model": str(checkpoint), "images": len(dataset), **matrix.to_json_dict()}
+
+
+def _dataset(data, split: str, images, masks):
+    if data is not None:
+        from engine.training.train import open_datasets
+
+        return open_datasets(data, split)[1]
+    if images is None or masks is None:
+        raise InputError("evaluate", "give --data DIR [--split val], or --images DIR with --masks DIR")
+    return FolderDataset.from_folders(Path(images), Path(masks))
