@@ -86,3 +86,40 @@ def markdown(rows: list[dict], size: int) -> str:
             f"| {r['model']} | {params} | {r['gflops']:.1f} | {r['ms_fp32']:.0f} | {r['ms_bf16']:.0f} |"
         )
     return "\n".join(lines)
+
+
+def training_throughput(
+    name: str, size: int = 256, batch: int = 4, steps: int = 5, warmup: int = 2, precision: str = "fp32"
+) -> float:
+    """Images per second of full training steps (forward, loss, backward, optimiser) on the CPU."""
+    from engine.training.config import TrainConfig
+    from engine.training.method import Batch
+    from engine.training.supervised import with_paper_defaults
+    from engine.training.train import _method
+
+    torch.manual_seed(0)
+    config = with_paper_defaults(TrainConfig(model=name, batch_size=batch, size=size, precision=precision))
+    device = torch.device("cpu")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    model = build_model(name).to(memory_format=torch.channels_last)
+    method = _method("train", model, config, device, dtype, steps + warmup, None)
+    mask = torch.zeros(batch, size, size, dtype=torch.long)
+    mask[:, size // 4 : size // 2, size // 4 : size // 2] = 1  # a landslide, so MRIFE has edge blocks
+    data = Batch(torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last), mask)
+    times = []
+    for i in range(warmup + steps):
+        start = time.perf_counter()
+        method.train_step(data)
+        method.after_step()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return batch / statistics.median(times)
+
+
+def training_table(names: list[str] | None, size: int, batch: int, steps: int) -> str:
+    lines = [f"| model | images/s fp32 ({size}², batch {batch}) | images/s bf16 |", "|---|---:|---:|"]
+    for name in names or list(ARCHITECTURES):
+        fp32 = training_throughput(name, size, batch, steps, precision="fp32")
+        bf16 = training_throughput(name, size, batch, steps, precision="bf16")
+        lines.append(f"| {name} | {fp32:.2f} | {bf16:.2f} |")
+    return "\n".join(lines)

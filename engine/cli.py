@@ -62,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="val", help="with --data: the split to score")
     evaluate.add_argument("--images", type=Path, help="with --model: a folder of images")
     evaluate.add_argument("--masks", type=Path, help="with --images: their same-named masks")
+    evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    evaluate.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     evaluate.set_defaults(run=_evaluate)
     cli_train.add_commands(commands)
 
@@ -94,6 +96,12 @@ def _parser() -> argparse.ArgumentParser:
     bench_models.add_argument("--runs", type=int, default=5, help="timed runs after 2 warm-up runs; median")
     bench_models.add_argument("--only", nargs="*", help="some of the registry's models")
     bench_models.set_defaults(run=_bench_models)
+    bench_train = bench_kinds.add_parser("train", help="training images/s of each model on this machine")
+    bench_train.add_argument("--size", type=int, default=256)
+    bench_train.add_argument("--batch", type=int, default=4)
+    bench_train.add_argument("--steps", type=int, default=5, help="timed steps after 2 warm-up steps; median")
+    bench_train.add_argument("--only", nargs="*", help="some of the registry's models")
+    bench_train.set_defaults(run=_bench_train)
     return parser
 
 
@@ -210,6 +218,14 @@ def _bench_models(args: argparse.Namespace) -> int:
     rows = bench.model_table(args.only, args.size, args.runs)
     print(f"machine: {bench.machine()}")
     print(bench.markdown(rows, args.size))
+    return 0
+
+
+def _bench_train(args: argparse.Namespace) -> int:
+    from engine import bench
+
+    print(f"machine: {bench.machine()}")
+    print(bench.training_table(args.only, args.size, args.batch, args.steps))
     return 0
 
 

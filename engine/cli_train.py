@@ -136,8 +136,9 @@ def evaluate_model(args: argparse.Namespace) -> int:
     from engine.training.evaluate import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(
-        args.model, data=args.data, split=args.split, images=args.images, masks=args.masks
-    )
+        args.model, data=args.data, split=args.split, images=args.images, masks=args.masks,
+        device=args.device, precision=args.precision,
+    )  # fmt: skip
     print(json.dumps(metrics, indent=2))
     return 0
 
