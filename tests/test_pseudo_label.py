@@ -45,6 +45,19 @@ def test_each_mode_labels_the_pool(l4s_teacher, data_dir, mode, expected):
         assert 0.69 <= selected <= 0.91
 
 
+def test_human_corrections_override_pseudo_labels(l4s_teacher, data_dir):
+    pool = UnlabeledPool.from_folder(data_dir / "landslide4sense" / "unlabeled" / "img")
+    key = pool.keys[0]
+    human = np.full((128, 128), IGNORE, np.uint8)
+    human[:40, :40] = 1  # the reviewer marked a landslide here
+    human[100:, 100:] = 0  # and cleared this corner
+    labels, _ = pseudo_labels(l4s_teacher, pool, "threshold", 0.99, 50.0, human={key: human})
+    assert (labels[key][:40, :40] == 1).all() and (labels[key][100:, 100:] == 0).all()
+    plain, _ = pseudo_labels(l4s_teacher, pool, "threshold", 0.99, 50.0)
+    untouched = human == IGNORE
+    np.testing.assert_array_equal(labels[key][untouched], plain[key][untouched])
+
+
 def test_rounds_chain_and_register_in_the_workspace(l4s_teacher, data_dir, tmp_path):
     l4s = data_dir / "landslide4sense"
     ws = tmp_path / "ws"

@@ -23,6 +23,7 @@ from engine.training.datasets import Labeled, UnlabeledPool
 from engine.training.method import IGNORE
 from engine.training.pseudo_select import (
     mc_dropout_probabilities,
+    merge_with_human,
     refine_threshold,
     select_mc_dropout,
     select_threshold,
@@ -62,9 +63,17 @@ def _normalise(image: np.ndarray, mean, std) -> torch.Tensor:
 
 
 def pseudo_labels(
-    checkpoint: Path, pool: UnlabeledPool, mode: str, threshold: float, percent: float
+    checkpoint: Path,
+    pool: UnlabeledPool,
+    mode: str,
+    threshold: float,
+    percent: float,
+    human: dict[Any, np.ndarray] | None = None,
 ) -> tuple[dict[Any, np.ndarray], float]:
-    """Labels for every pool item (IGNORE where not confident) and the fraction of pixels labelled."""
+    """Labels for every pool item (IGNORE where not confident) and the fraction of pixels labelled.
+
+    `human` maps pool keys to a reviewer's masks (IGNORE where not reviewed); they always win.
+    """
     model, card = load_model(checkpoint)
     labels: dict[Any, np.ndarray] = {}
     probabilities: dict[Any, np.ndarray] = {}
@@ -87,6 +96,9 @@ def pseudo_labels(
             start += p.size
     elif mode != "mc_dropout":
         raise InputError(f"--mode {mode}", "use threshold, top_percent or mc_dropout")
+    for key, mask in (human or {}).items():
+        if key in labels:
+            labels[key] = np.asarray(merge_with_human(labels[key], mask))
     total = sum(m.size for m in labels.values())
     chosen = sum(int((m != IGNORE).sum()) for m in labels.values())
     return labels, chosen / total if total else 0.0
