@@ -49,6 +49,9 @@ def _training_options(parser: argparse.ArgumentParser, epochs: int = 10) -> None
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=256, help="training crop size in px")
     parser.add_argument("--lr", type=float, help="learning rate (default: the model's paper value)")
+    parser.add_argument("--lr-end", type=float, help="learning rate at the end of the cosine decay")
+    parser.add_argument("--backbone-lr", type=float, help="KDA: the encoder's learning rate (paper: 5e-6)")
+    parser.add_argument("--backbone-lr-end", type=float, help="KDA: the encoder's final learning rate")
     parser.add_argument(
         "--loss", help="weighted losses, e.g. ce=0.4,focal=0.6 (ce wce focal dice lovasz jaccard)"
     )
@@ -79,6 +82,9 @@ def config_from_args(args: argparse.Namespace, in_channels: int, model: str):
         batch_size=args.batch,
         size=args.size,
         lr=args.lr,
+        lr_end=args.lr_end,
+        backbone_lr=args.backbone_lr,
+        backbone_lr_end=args.backbone_lr_end,
         loss=_losses(args.loss),
         distill=args.distill,
         distill_epochs=args.distill_epochs if args.distill != "none" else 0,

@@ -101,6 +101,7 @@ def run_phase(
     steps_left_total = (epochs - state.epochs_done) * method.steps_per_epoch
     while state.epochs_done < epochs:
         epoch = state.epochs_done + 1
+        epoch_started = time.perf_counter()
         seed_everything(config.seed * 1000 + seed_offset + epoch)
         loader = make_loader(
             train_view, config.batch_size, True, config.seed + seed_offset, epoch, config.workers
@@ -133,6 +134,7 @@ def run_phase(
                 "training data", f"yields no batch of {config.batch_size}; use a smaller --batch"
             )
         record: dict[str, Any] = {"epoch": epoch, **{k: v / count for k, v in totals.items()}}
+        record["seconds"] = time.perf_counter() - epoch_started
         if validate and val_view is not None:
             val_loader = make_loader(val_view, 1, False, config.seed, 0, config.workers)
             record.update(

@@ -137,7 +137,9 @@ def train(
 
     def save_best(record: dict[str, Any]) -> None:
         metrics = {k.removeprefix("val_"): v for k, v in record.items() if k.startswith("val_")}
-        save_model(model, out, provenance={**meta, "epoch": record["epoch"]}, metrics=metrics, **card_stats)
+        wall = sum(r["seconds"] for r in state.history) + record["seconds"]
+        provenance = {**meta, "epoch": record["epoch"], "wall_time_s": round(wall, 1)}
+        save_model(model, out, provenance=provenance, metrics=metrics, **card_stats)
 
     phases = [("distill", config.distill_epochs)] if config.distill != "none" else []
     phases.append(("train", config.epochs))
