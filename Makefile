@@ -7,7 +7,7 @@ STAMPS := .make
 export SCARP_WORKSPACE ?= $(CURDIR)/workspace
 PORT ?= 8501
 
-.PHONY: setup run test lint format clean
+.PHONY: setup run test lint format clean accuracy
 
 setup: $(STAMPS)/runtime $(STAMPS)/static
 
@@ -39,6 +39,10 @@ test: setup $(STAMPS)/dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
+
+# Regenerates docs/ACCURACY.md from the shipped models (minutes on a CPU).
+accuracy: setup
+	$(BIN)/python -m engine bench accuracy
 
 lint: $(STAMPS)/dev
 	$(BIN)/ruff check .

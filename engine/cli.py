@@ -57,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="score masks, or a model, against true masks")
     evaluate.add_argument("--pred", type=Path, help="a mask file or a folder of masks")
     evaluate.add_argument("--truth", type=Path, help="same-named true masks (file or folder)")
-    evaluate.add_argument("--model", type=Path, help="a checkpoint to score instead of --pred")
+    evaluate.add_argument(
+        "--model", help="a checkpoint, shipped model or `default` to score instead of --pred"
+    )
     evaluate.add_argument("--data", type=Path, help="with --model: a training folder")
     evaluate.add_argument("--split", default="val", help="with --data: the split to score")
     evaluate.add_argument("--images", type=Path, help="with --model: a folder of images")
@@ -102,6 +104,21 @@ def _parser() -> argparse.ArgumentParser:
     bench_train.add_argument("--steps", type=int, default=5, help="timed steps after 2 warm-up steps; median")
     bench_train.add_argument("--only", nargs="*", help="some of the registry's models")
     bench_train.set_defaults(run=_bench_train)
+    bench_accuracy = bench_kinds.add_parser(
+        "accuracy", help="write docs/ACCURACY.md (shipped models on Bijie val)"
+    )
+    bench_accuracy.add_argument("--bijie", type=Path, default=Path("../shared/data/bijie"))
+    bench_accuracy.add_argument("--out", type=Path, default=Path("docs/ACCURACY.md"))
+    bench_accuracy.set_defaults(run=_bench_accuracy)
+
+    ship = commands.add_parser(
+        "ship", help="copy a trained checkpoint into assets/models/ with a check score"
+    )
+    ship.add_argument("checkpoint", type=Path)
+    ship.add_argument("--name", required=True, help="the shipped model's name")
+    ship.add_argument("--default", action="store_true", help="make it the default model")
+    ship.add_argument("--bijie", type=Path, default=Path("../shared/data/bijie"))
+    ship.set_defaults(run=_ship)
     return parser
 
 
@@ -192,18 +209,25 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from engine.inference import ASSETS
     from engine.models import ARCHITECTURES
     from engine.models.checkpoint import ModelCard
+    from engine.models.shipped import ASSETS, default_name, shipped_names
 
     print("architectures:")
     for name, (_, _, about) in ARCHITECTURES.items():
         print(f"  {name:<20} {about}")
-    shipped = sorted(ASSETS.glob("*.safetensors")) if ASSETS.is_dir() else []
-    print("shipped checkpoints:" if shipped else "shipped checkpoints: none yet")
-    for path in shipped:
-        card = ModelCard.from_file(path.with_suffix(".json"))
-        print(f"  {path.stem:<20} {card.architecture}, {card.in_channels} bands")
+    shipped = shipped_names()
+    print(
+        "shipped checkpoints (--model NAME or --model default):"
+        if shipped
+        else "shipped checkpoints: none yet"
+    )
+    for name in shipped:
+        card = ModelCard.from_file(ASSETS / f"{name}.json")
+        miou = card.metrics.get("miou")
+        score = f", val mIoU {miou:.4f}" if miou is not None else ""
+        marker = "  (default)" if name == default_name() else ""
+        print(f"  {name:<24} {card.architecture}, {card.in_channels} bands{score}{marker}")
     with api.open_workspace(args.workspace) as workspace:
         registered = workspace.list_models()
     print("workspace models:" if registered else "workspace models: none yet")
@@ -226,6 +250,23 @@ def _bench_train(args: argparse.Namespace) -> int:
 
     print(f"machine: {bench.machine()}")
     print(bench.training_table(args.only, args.size, args.batch, args.steps))
+    return 0
+
+
+def _bench_accuracy(args: argparse.Namespace) -> int:
+    from engine.accuracy import report
+    from engine.store.files import atomic_write_text
+
+    atomic_write_text(args.out, report(args.bijie))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _ship(args: argparse.Namespace) -> int:
+    from engine.models.shipped import ship
+
+    target = ship(args.checkpoint, args.name, args.bijie, make_default=args.default)
+    print(f"shipped {target}" + (" as the default model" if args.default else ""))
     return 0
 
 

@@ -25,9 +25,9 @@ from engine.io.raster import Scene, SceneDescriptor, open_scene
 from engine.io.writers import raster_writer
 from engine.models import ARCHITECTURES, build_model
 from engine.models.checkpoint import ModelCard, load_model
+from engine.models.shipped import resolve_checkpoint
 from engine.tiling import Stitcher, TileGrid, iter_batches, pad_tile
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets" / "models"
 Progress = Callable[[int, int], None]
 
 
@@ -74,14 +74,10 @@ def resolve_models(spec: str, in_channels: int) -> list[Member]:
     for item in (part.strip() for part in spec.split(",")):
         if not item:
             continue
-        path = Path(item)
-        shipped = ASSETS / f"{item}.safetensors"
+        path = resolve_checkpoint(item)
         if path.suffix or path.exists():
             model, card = load_model(path)
             members.append(Member(path.stem, model, card))
-        elif shipped.is_file():
-            model, card = load_model(shipped)
-            members.append(Member(item, model, card))
         elif item in ARCHITECTURES:
             model = build_model(item, in_channels).eval()
             card = ModelCard(architecture=item, in_channels=in_channels, provenance={"weights": "random"})

@@ -156,3 +156,17 @@ def test_evaluate_a_checkpoint_from_the_cli(tiny_bijie, tmp_path):
             assert metrics["images"] == 4 and metrics["miou"] == pytest.approx(result.best_miou, abs=1e-6)
         else:
             assert metrics["images"] == 14
+
+
+def test_a_non_finite_loss_skips_the_update():
+    from engine.models import build_model
+    from engine.training.supervised import SupervisedMethod, with_paper_defaults
+
+    model = build_model("segformer_b0")
+    config = with_paper_defaults(small_config(model="segformer_b0"))
+    method = SupervisedMethod(model, config, torch.device("cpu"), torch.float32, 4)
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = sum(p.sum() for p in model.parameters()) * float("nan")
+    assert method.step(loss, "model", model.parameters()) is False
+    assert method.skipped_steps == 1
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))

@@ -10,6 +10,7 @@ import torch
 from engine.devices import pick_device, resolve_precision
 from engine.errors import InputError
 from engine.models.checkpoint import load_model
+from engine.models.shipped import resolve_checkpoint
 from engine.training.config import TrainConfig
 from engine.training.datasets import FolderDataset, TrainingView, make_loader
 from engine.training.loop import evaluate
@@ -27,7 +28,7 @@ def evaluate_checkpoint(
     dataset: Any = None,
 ) -> dict[str, Any]:
     """Metrics JSON (as `evaluate --pred/--truth` prints) of the model's argmax masks, whole images."""
-    model, card = load_model(checkpoint)
+    model, card = load_model(resolve_checkpoint(checkpoint))
     if dataset is None:
         dataset = _dataset(data, split, images, masks)
     torch_device = pick_device(device)

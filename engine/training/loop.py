@@ -8,6 +8,7 @@ ends where an uninterrupted run would.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -108,12 +109,15 @@ def run_phase(
         )
         totals: dict[str, float] = {}
         count = 0
+        seen = 0
         for step, batch in enumerate(loader, start=1):
+            seen = step
             losses = method.train_step(batch.to(device))
             method.after_step()
-            for k, v in losses.items():
-                totals[k] = totals.get(k, 0.0) + v
-            count += 1
+            if math.isfinite(losses["loss"]):  # skipped (non-finite) steps are counted, not averaged
+                for k, v in losses.items():
+                    totals[k] = totals.get(k, 0.0) + v
+                count += 1
             steps_done += 1
             if progress is not None:
                 rate = (time.perf_counter() - started) / steps_done
@@ -129,11 +133,12 @@ def run_phase(
                         rate * (steps_left_total - steps_done),
                     )
                 )
-        if count == 0:
+        if seen == 0:
             raise InputError(
                 "training data", f"yields no batch of {config.batch_size}; use a smaller --batch"
             )
-        record: dict[str, Any] = {"epoch": epoch, **{k: v / count for k, v in totals.items()}}
+        record: dict[str, Any] = {"epoch": epoch, **{k: v / max(count, 1) for k, v in totals.items()}}
+        record["skipped_steps"] = method.skipped_steps
         record["seconds"] = time.perf_counter() - epoch_started
         if validate and val_view is not None:
             val_loader = make_loader(val_view, 1, False, config.seed, 0, config.workers)

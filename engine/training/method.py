@@ -52,20 +52,35 @@ class Method:
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}  # stepped once per batch
         self.extra_modules: dict[str, nn.Module] = {}  # trained alongside (e.g. a discriminator)
+        self.skipped_steps = 0
 
     def autocast(self) -> AbstractContextManager:
         return autocast(self.device, self.dtype)
 
-    def step(self, loss: torch.Tensor, optimizer: str, parameters) -> None:
-        """Backward, clip, step one optimiser and its scheduler."""
+    def step(self, loss: torch.Tensor, optimizer: str, parameters) -> bool:
+        """Backward, clip, step one optimiser and its scheduler.
+
+        A non-finite loss or gradient skips the update (the schedule still advances), so one bad
+        batch cannot turn the weights into NaN; `skipped_steps` counts them.
+        """
         opt = self.optimizers[optimizer]
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(list(parameters), self.config.grad_clip)
-        opt.step()
+        finite = bool(torch.isfinite(loss.detach()))
+        if finite:
+            loss.backward()
+            params = [p for p in parameters if p.grad is not None]
+            norm = torch.nn.utils.clip_grad_norm_(
+                params, self.config.grad_clip if self.config.grad_clip > 0 else float("inf")
+            )
+            finite = bool(torch.isfinite(norm))
+        if finite:
+            opt.step()
+        else:
+            opt.zero_grad(set_to_none=True)
+            self.skipped_steps += 1
         if optimizer in self.schedulers:
             self.schedulers[optimizer].step()
+        return finite
 
     def train_step(self, batch: Batch) -> dict[str, float]:
         """Update on one batch; return the losses as floats, with the total under "loss"."""

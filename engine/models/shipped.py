@@ -1,0 +1,73 @@
+"""The checkpoints shipped in assets/models/, and which of them is the default.
+
+`assets/models/index.json` names the default (`{"default": "kda_student_bijie"}`); every
+`<name>.safetensors` there has its `<name>.json` card beside it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from engine.errors import InputError
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets" / "models"
+INDEX = ASSETS / "index.json"
+
+
+def shipped_names() -> list[str]:
+    return sorted(p.stem for p in ASSETS.glob("*.safetensors")) if ASSETS.is_dir() else []
+
+
+def default_name() -> str | None:
+    if not INDEX.is_file():
+        return None
+    name = json.loads(INDEX.read_text()).get("default")
+    return name if name in shipped_names() else None
+
+
+def resolve_checkpoint(spec: str | Path) -> Path:
+    """A checkpoint path from a path, a shipped model's name, or `default`."""
+    text = str(spec)
+    if text == "default":
+        name = default_name()
+        if name is None:
+            raise InputError("default", f"no default model is shipped in {ASSETS} (see its index.json)")
+        return ASSETS / f"{name}.safetensors"
+    if text in shipped_names():
+        return ASSETS / f"{text}.safetensors"
+    return Path(spec)
+
+
+def ship(checkpoint: str | Path, name: str, bijie: Path, *, make_default: bool = False) -> Path:
+    """Copy a trained checkpoint into assets/models/ under `name`, with a 20-image check score.
+
+    The card keeps the training provenance and gains `metrics.val20_miou`: the mIoU on the first 20
+    Bijie `val` images, which the test suite recomputes to catch a broken export.
+    """
+    import dataclasses
+    import shutil
+
+    from engine.models.checkpoint import ModelCard, card_path
+    from engine.store.files import atomic_write_text
+    from engine.training.evaluate import evaluate_checkpoint
+
+    source = Path(checkpoint)
+    card = ModelCard.from_file(card_path(source))
+    check = evaluate_checkpoint(source, dataset=check_dataset(bijie), precision="fp32")["miou"]
+    ASSETS.mkdir(parents=True, exist_ok=True)
+    target = ASSETS / f"{name}.safetensors"
+    shutil.copyfile(source, target)
+    shipped = dataclasses.replace(card, metrics={**card.metrics, "val20_miou": check})
+    atomic_write_text(card_path(target), shipped.to_json())
+    if make_default:
+        atomic_write_text(INDEX, json.dumps({"default": name}, indent=2) + "\n")
+    return target
+
+
+def check_dataset(bijie: Path):
+    """The first 20 ids of Bijie `val`: small enough for CI, fixed so scores are comparable."""
+    from engine.training.datasets import FolderDataset
+
+    ids = json.loads((bijie / "splits.json").read_text())["val"][:20]
+    return FolderDataset(bijie, ids=ids)
