@@ -85,6 +85,10 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--threshold", type=float, default=0.5, help="landslide probability cut-off")
     predict.set_defaults(run=_predict)
 
+    worker = commands.add_parser("worker", help="run the workspace's background jobs until Ctrl-C or SIGTERM")
+    _workspace_option(worker)
+    worker.set_defaults(run=_worker)
+
     models = commands.add_parser("models", help="list the architectures and the checkpoints found")
     _workspace_option(models)
     models.set_defaults(run=_models)
@@ -118,6 +122,9 @@ def _parser() -> argparse.ArgumentParser:
     ship.add_argument("--name", required=True, help="the shipped model's name")
     ship.add_argument("--default", action="store_true", help="make it the default model")
     ship.add_argument("--bijie", type=Path, default=Path("../shared/data/bijie"))
+    ship.add_argument(
+        "--kfold-summary", type=Path, help="kfold.json of a cross-validated run, kept in the card"
+    )
     ship.set_defaults(run=_ship)
     return parser
 
@@ -208,6 +215,16 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(args: argparse.Namespace) -> int:
+    import logging
+
+    from engine import jobs
+
+    layout = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=logging.INFO, format=layout, stream=sys.stderr)
+    return jobs.run_worker(args.workspace if args.workspace is not None else api.default_workspace_path())
+
+
 def _models(args: argparse.Namespace) -> int:
     from engine.models import ARCHITECTURES
     from engine.models.checkpoint import ModelCard
@@ -265,7 +282,9 @@ def _bench_accuracy(args: argparse.Namespace) -> int:
 def _ship(args: argparse.Namespace) -> int:
     from engine.models.shipped import ship
 
-    target = ship(args.checkpoint, args.name, args.bijie, make_default=args.default)
+    target = ship(
+        args.checkpoint, args.name, args.bijie, make_default=args.default, kfold_summary=args.kfold_summary
+    )
     print(f"shipped {target}" + (" as the default model" if args.default else ""))
     return 0
 

@@ -26,6 +26,9 @@ def add_commands(commands) -> None:
         "--resume", action="store_true", help="continue from <out>.resume.pt after an interruption"
     )
     train.add_argument("--init", type=Path, help="fine-tune from this checkpoint's weights")
+    train.add_argument(
+        "--folds", type=int, default=0, help="k-fold cross-validation: --out names a folder for the folds"
+    )
     _training_options(train)
     train.set_defaults(run=_train)
 
@@ -108,6 +111,15 @@ def _train(args: argparse.Namespace) -> int:
     datasets = open_datasets(args.data, args.split)
     in_channels = int(datasets[0][0][0].shape[0])
     config = config_from_args(args, in_channels, args.model)
+    if args.folds:
+        from engine.training.kfold import kfold
+
+        result = kfold(config, args.data, args.out, args.folds, progress=EpochPrinter())
+        summary = {"folds": result.folds, "pooled": result.pooled, "all_background": result.all_background}
+        text = json.dumps(summary, indent=2)
+        (Path(args.out) / "kfold.json").write_text(text)
+        print(text)
+        return 0
     result = train(
         config, args.data, args.out, split=args.split, datasets=datasets, resume=args.resume, init=args.init,
         progress=EpochPrinter(),

@@ -31,7 +31,9 @@ def test_card_is_complete_and_file_is_small(name):
     card = ModelCard.from_file(ASSETS / f"{name}.json")
     for key in ("data", "split", "command", "commit", "device", "epoch", "wall_time_s"):
         assert card.provenance.get(key) is not None, key
-    assert {"miou", "val20_miou"} <= set(card.metrics)
+    assert "miou" in card.metrics
+    if card.in_channels == 3:
+        assert "val20_miou" in card.metrics
     assert (ASSETS / f"{name}.safetensors").stat().st_size < 25 * 2**20
 
 

@@ -39,7 +39,14 @@ def resolve_checkpoint(spec: str | Path) -> Path:
     return Path(spec)
 
 
-def ship(checkpoint: str | Path, name: str, bijie: Path, *, make_default: bool = False) -> Path:
+def ship(
+    checkpoint: str | Path,
+    name: str,
+    bijie: Path,
+    *,
+    make_default: bool = False,
+    kfold_summary: Path | None = None,
+) -> Path:
     """Copy a trained checkpoint into assets/models/ under `name`, with a 20-image check score.
 
     The card keeps the training provenance and gains `metrics.val20_miou`: the mIoU on the first 20
@@ -54,11 +61,19 @@ def ship(checkpoint: str | Path, name: str, bijie: Path, *, make_default: bool =
 
     source = Path(checkpoint)
     card = ModelCard.from_file(card_path(source))
-    check = evaluate_checkpoint(source, dataset=check_dataset(bijie), precision="fp32")["miou"]
+    metrics = dict(card.metrics)
+    if card.in_channels == 3:
+        metrics["val20_miou"] = evaluate_checkpoint(source, dataset=check_dataset(bijie), precision="fp32")[
+            "miou"
+        ]
+    if kfold_summary is not None:  # cross-validated figures for models trained on tiny datasets
+        summary = json.loads(Path(kfold_summary).read_text())
+        metrics["kfold_pooled"] = summary["pooled"]
+        metrics["kfold_all_background"] = summary["all_background"]
     ASSETS.mkdir(parents=True, exist_ok=True)
     target = ASSETS / f"{name}.safetensors"
     shutil.copyfile(source, target)
-    shipped = dataclasses.replace(card, metrics={**card.metrics, "val20_miou": check})
+    shipped = dataclasses.replace(card, metrics=metrics)
     atomic_write_text(card_path(target), shipped.to_json())
     if make_default:
         atomic_write_text(INDEX, json.dumps({"default": name}, indent=2) + "\n")

@@ -1,0 +1,400 @@
+"""The worker process: one per workspace, running queued jobs one at a time, and how the app starts it.
+
+Liveness is a flock on `worker.lock` rather than a pid file alone: the kernel drops the lock the moment
+the worker dies, however it dies, so a stale pid can never pass for a live worker, and only one worker
+can ever serve a workspace (a second one gives up at start).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ConflictError, InputError, NotFoundError, ScarpError
+from engine.jobs_core import (
+    FileLock,
+    JobCancelled,
+    JobContext,
+    JobKind,
+    JobPaths,
+    WorkerStopping,
+    encode_message,
+    holding,
+    lock_is_held,
+)
+from engine.store import Workspace
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+POLL_S = 0.5
+HEARTBEAT_S = 2.0
+COMMIT_LOCK_TIMEOUT_S = 60.0
+START_TIMEOUT_S = 60.0
+LOG_ROTATE_BYTES = 10 << 20
+
+INTERRUPTED = (
+    "the worker stopped while this job was running (it was killed or crashed); nothing was saved. "
+    "Retry the job to run it again."
+)
+SHUT_DOWN = (
+    "the worker was shut down before this job finished; nothing was saved. Retry the job to run it again."
+)
+
+
+@dataclass
+class _Serving:
+    """The state of the worker loop in this process, which the huey task reaches through `_serving`."""
+
+    paths: JobPaths
+    workspace: Workspace
+    stop: threading.Event
+    requeue: Callable[[int], None]
+    started: str
+    job_id: int | None = None
+    jobs_done: int = 0
+
+
+_serving: _Serving | None = None
+
+
+def serve(
+    workspace: Workspace,
+    dequeue: Callable[[], Any],
+    execute: Callable[[Any], Any],
+    requeue: Callable[[int], None],
+    pending: Callable[[], set[int]],
+) -> int:
+    """Run jobs until SIGTERM/SIGINT; the huey plumbing is passed in by `engine.jobs.run_worker`.
+
+    A shutdown signal stops the running job at its next progress report (failed, saying so) rather
+    than killing it mid-write, and leaves queued jobs queued for the next worker.
+    """
+    global _serving
+    paths = JobPaths(workspace.root)
+    lock = FileLock(paths.worker_lock)
+    if not lock.acquire(timeout=2.0):  # an ensure_worker probe holds it for an instant only
+        pid = running_worker_pid(paths)
+        raise ScarpError(f"another worker (pid {pid}) already serves the workspace {paths.root}")
+    stop = threading.Event()
+    received: list[int] = []
+    previous = _install_signal_handlers(stop, received)
+    state = _Serving(paths, workspace, stop, requeue, _now())
+    beat = threading.Thread(target=_heartbeat_loop, args=(state,), name="heartbeat", daemon=True)
+    try:
+        lock.write(f"{os.getpid()}\n")
+        _serving = state
+        log.info("worker %d serving %s", os.getpid(), paths.root)
+        recover(workspace, paths, requeue, pending)
+        beat.start()
+        while not stop.is_set():
+            try:
+                task = dequeue()
+            except Exception:
+                log.exception("could not read the job queue; retrying")
+                stop.wait(POLL_S)
+                continue
+            if task is None:
+                stop.wait(POLL_S)
+            else:
+                execute(task)
+        names = ", ".join(signal.Signals(signum).name for signum in received)
+        log.info("worker %d stopping%s", os.getpid(), f" ({names})" if names else "")
+    finally:
+        stop.set()
+        _serving = None
+        if beat.is_alive():
+            beat.join(timeout=HEARTBEAT_S + 1)
+        paths.heartbeat.unlink(missing_ok=True)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        lock.release()
+    return 0
+
+
+def _install_signal_handlers(stop: threading.Event, received: list[int]) -> dict[int, Any]:
+    """The first signal only sets a flag (the handler runs in the middle of the job's code, where even
+    logging could deadlock); a second one interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handle(signum: int, _frame: Any) -> None:
+        if stop.is_set():  # asked twice: stop now; the next worker fails the interrupted job
+            raise KeyboardInterrupt
+        received.append(signum)
+        stop.set()
+
+    return {signum: signal.signal(signum, handle) for signum in (signal.SIGTERM, signal.SIGINT)}
+
+
+def recover(
+    workspace: Workspace, paths: JobPaths, requeue: Callable[[int], None], pending: Callable[[], set[int]]
+) -> None:
+    """Clean up after a worker that died: only called while holding the worker lock, so nothing runs.
+
+    A job still "running" was interrupted: it is failed with a message saying so (`retry_job` offers
+    it again). Its scratch rasters are deleted; they were never registered, so no record points at a
+    partial file. A queued job whose queue message was lost (a worker killed between taking the
+    message and starting the job) is queued again.
+    """
+    for job in workspace.list_jobs("running"):
+        try:
+            workspace.finish_job(job.id, "failed", error=INTERRUPTED)
+            log.warning("job %d was left running by a dead worker; marked failed", job.id)
+        except ConflictError:
+            pass  # cancelled meanwhile
+    scratch = paths.root / "tmp"
+    for folder in scratch.glob("job-*"):
+        shutil.rmtree(folder, ignore_errors=True)
+    queued = {job.id for job in workspace.list_jobs("queued")}
+    for job_id in sorted(queued - pending()):
+        log.warning("job %d was queued without a queue message; queued again", job_id)
+        requeue(job_id)
+
+
+def execute_job(root: Path, job_id: int, handlers: Mapping[str, JobKind]) -> None:
+    """Run one job to a final state; never raises, so one bad job cannot stop the worker."""
+    state = _serving
+    if state is None or state.paths.root != Path(root).resolve():
+        # Not under `serve` (e.g. huey's own consumer): run without shutdown handling.
+        with Workspace.open(root) as workspace:
+            paths = JobPaths(workspace.root)
+            state = _Serving(paths, workspace, threading.Event(), lambda _id: None, _now())
+            _run(state, job_id, handlers)
+        return
+    _run(state, job_id, handlers)
+
+
+def _run(state: _Serving, job_id: int, handlers: Mapping[str, JobKind]) -> None:
+    workspace = state.workspace
+    try:
+        job = workspace.get_job(job_id)
+    except NotFoundError:
+        log.warning("job %d does not exist; skipped", job_id)
+        return
+    if job.status != "queued":
+        log.info("job %d is %s; skipped", job_id, job.status)
+        return
+    if state.stop.is_set():
+        state.requeue(job_id)  # keep it for the next worker instead of losing the message
+        return
+    try:
+        job = workspace.start_job(job_id)
+    except ConflictError as exc:
+        log.info("job %d not started: %s", job_id, exc)
+        return
+    state.job_id = job_id
+    scratch = state.paths.scratch(job_id)
+    started = time.monotonic()
+    try:
+        scratch.mkdir(parents=True, exist_ok=True)
+        kind = handlers.get(job.kind)
+        if kind is None:
+            raise ScarpError(f"unknown job kind {job.kind!r}; this worker runs {', '.join(handlers)} jobs")
+        context = JobContext(workspace, job, scratch, state.stop)
+        log.info("job %d (%s) started: %s", job_id, job.kind, json.dumps(job.params, sort_keys=True))
+        commit = kind.run(context)
+        # From here on a shutdown waits: the results are computed and saving them takes a moment.
+        context.report("saving", "saving the results", stoppable=False)
+        with holding(state.paths.commit_lock, COMMIT_LOCK_TIMEOUT_S, "the job commit lock"):
+            context.check(stoppable=False)  # a cancel that got the lock first wins: nothing is saved
+            result = commit()
+            workspace.finish_job(
+                job_id, "succeeded", message=encode_message("done", kind.describe(result), result=result)
+            )
+        log.info("job %d succeeded in %.1f s: %s", job_id, time.monotonic() - started, kind.describe(result))
+    except JobCancelled as exc:
+        log.info("job %d stopped: it was %s; nothing was saved", job_id, exc)
+    except WorkerStopping:
+        _fail(workspace, job_id, SHUT_DOWN)
+    except KeyboardInterrupt:  # a second shutdown signal: no time to unwind politely
+        _fail(workspace, job_id, SHUT_DOWN)
+        raise
+    except ScarpError as exc:
+        log.info("job %d failed: %s", job_id, exc)
+        _fail(workspace, job_id, str(exc))
+    except Exception as exc:
+        log.exception("job %d failed with an internal error", job_id)  # the traceback, for the log only
+        first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+        _fail(
+            workspace,
+            job_id,
+            f"internal error: {type(exc).__name__}: {first_line} (the worker log has the details)",
+        )
+    finally:
+        state.job_id = None
+        state.jobs_done += 1
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _fail(workspace: Workspace, job_id: int, error: str) -> None:
+    try:
+        workspace.finish_job(job_id, "failed", error=error)
+    except ConflictError:
+        pass  # cancelled meanwhile: the user's word stands
+    except ScarpError:
+        log.exception("could not record the failure of job %d", job_id)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _heartbeat_loop(state: _Serving) -> None:
+    """Tells the app what the worker is doing; liveness itself comes from the lock, not from this."""
+    while True:
+        data = {
+            "pid": os.getpid(),
+            "started": state.started,
+            "heartbeat": _now(),
+            "job_id": state.job_id,
+            "jobs_done": state.jobs_done,
+        }
+        tmp = state.paths.heartbeat.with_name(f".{state.paths.heartbeat.name}.{os.getpid()}")
+        try:
+            tmp.write_text(json.dumps(data))
+            os.replace(tmp, state.paths.heartbeat)
+        except OSError as exc:
+            log.warning("could not write the heartbeat: %s", exc)
+        if state.stop.wait(HEARTBEAT_S):
+            return
+
+
+# --- starting and watching the worker ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    alive: bool
+    pid: int | None
+    started: datetime | None
+    heartbeat: datetime | None
+    job_id: int | None
+    log_path: Path
+
+
+def running_worker_pid(paths: JobPaths, wait_s: float = 2.0) -> int | None:
+    """The live worker's pid, or None; waits briefly for a worker that has the lock but no pid written yet."""
+    deadline = time.monotonic() + wait_s
+    while lock_is_held(paths.worker_lock):
+        try:
+            pid = int(paths.worker_lock.read_text().strip() or 0)
+        except (OSError, ValueError):
+            pid = 0
+        if pid > 0 and _pid_exists(pid):
+            return pid
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.02)
+    return None
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def worker_status(root: Path) -> WorkerStatus:
+    paths = JobPaths(Path(root).resolve())
+    pid = running_worker_pid(paths, wait_s=0.2)
+    beat: dict[str, Any] = {}
+    if pid is not None:
+        try:
+            beat = json.loads(paths.heartbeat.read_text())
+        except (OSError, ValueError):
+            beat = {}
+        if beat.get("pid") != pid:
+            beat = {}
+    return WorkerStatus(
+        alive=pid is not None,
+        pid=pid,
+        started=datetime.fromisoformat(beat["started"]) if beat.get("started") else None,
+        heartbeat=datetime.fromisoformat(beat["heartbeat"]) if beat.get("heartbeat") else None,
+        job_id=beat.get("job_id"),
+        log_path=paths.log,
+    )
+
+
+def ensure_worker(root: Path, timeout: float = START_TIMEOUT_S) -> int:
+    """The pid of the workspace's worker, starting one (detached, logging to worker.log) if none lives.
+
+    Cheap when a worker runs (one lock probe), so the app can call it on every page load. Starting is
+    serialised by `worker.spawn.lock` and waits until the new worker holds its lock, so concurrent
+    callers all get the same pid.
+    """
+    paths = JobPaths(Path(root).resolve())
+    if not paths.root.is_dir():
+        raise InputError(paths.root, "is not a workspace folder")
+    pid = running_worker_pid(paths)
+    if pid is not None:
+        return pid
+    with holding(paths.spawn_lock, timeout, "starting the job worker"):
+        pid = running_worker_pid(paths)  # started by another session while we waited
+        if pid is not None:
+            return pid
+        process = _spawn(paths)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid = running_worker_pid(paths, wait_s=0.0)
+            if pid is not None:
+                return pid
+            if process.poll() is not None:
+                pid = running_worker_pid(paths)  # it lost to a worker started some other way
+                if pid is not None:
+                    return pid
+                raise ScarpError(
+                    f"the job worker exited at once (code {process.returncode}): {_last_line(paths.log)}"
+                )
+            time.sleep(0.05)
+    raise ScarpError(f"the job worker did not start within {timeout:.0f} s; see {paths.log}")
+
+
+def _spawn(paths: JobPaths) -> subprocess.Popen[bytes]:
+    """A worker in its own session: a Ctrl-C or a restart of the app does not stop running jobs."""
+    try:
+        if paths.log.stat().st_size > LOG_ROTATE_BYTES:
+            os.replace(paths.log, paths.log.with_name(paths.log.name + ".1"))
+    except FileNotFoundError:
+        pass
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    command = [sys.executable, "-m", "engine", "worker", "--workspace", str(paths.root)]
+    with open(paths.log, "ab") as out:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=PROJECT_ROOT,
+            env=env,
+            start_new_session=True,
+        )
+    # Reap it when it exits, so a dead worker does not linger as a zombie of the app process.
+    threading.Thread(target=process.wait, name=f"reap-worker-{process.pid}", daemon=True).start()
+    return process
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return f"no log at {path}"
+    return lines[-1] if lines else f"nothing in {path}"
