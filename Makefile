@@ -33,6 +33,7 @@ $(STAMPS)/static: package.json package-lock.json
 	@mkdir -p $(STAMPS) && touch $@
 
 run: setup
+	$(BIN)/python -c 'from engine import api; print("job worker pid", api.ensure_worker(api.open_workspace()))'
 	$(BIN)/streamlit run app/Home.py --server.port $(PORT)
 
 test: setup $(STAMPS)/dev
