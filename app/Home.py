@@ -1,4 +1,4 @@
-"""Scarp's entry page. For now a placeholder over the workspace; the map pages come next."""
+"""Scarp's entry script: page config, navigation, the sidebar and the job panel every page shares."""
 
 from __future__ import annotations
 
@@ -9,20 +9,36 @@ import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `streamlit run app/Home.py` finds engine/
 
-from app import services
+from app import services, state
+from app.components import jobs
+from engine import api
+from engine.errors import ScarpError
 
 st.set_page_config(page_title="Scarp · landslide mapping", page_icon="⛰️", layout="wide")
-st.title("Scarp")
-st.caption("Landslide mapping studio: segment imagery, review on a map, correct masks, retrain.")
+
+PAGES = [
+    st.Page("pages/home.py", title="Home", icon="🏠", default=True),
+    st.Page("pages/scenes.py", title="Scenes", icon="🛰️"),
+    st.Page("pages/predict.py", title="Predict", icon="🧠"),
+    st.Page("pages/review.py", title="Review", icon="🗺️"),
+]
+page = st.navigation(PAGES)
 
 workspace = services.workspace()
-summary = workspace.summary()
-st.subheader("Workspace")
-st.code(str(workspace.root), language=None)
-cols = st.columns(4)
-cols[0].metric("Scenes", summary["scenes"])
-cols[1].metric("Mask versions", summary["mask_versions"])
-cols[2].metric("Models", summary["models"])
-cols[3].metric("Jobs running", summary["jobs_running"])
-if summary["scenes"] == 0:
-    st.info("No scenes yet. Import one from a shell: `.venv/bin/python -m engine import PATH`.")
+with st.sidebar:
+    st.caption("Workspace")
+    st.code(str(workspace.root), language=None)
+    name = st.text_input(
+        "Reviewer", value=state.reviewer(), key=state.REVIEWER_WIDGET, placeholder="your name"
+    )
+    state.set_reviewer(name)
+
+if not state.worker_checked():
+    try:
+        api.ensure_worker(workspace)
+    except ScarpError as exc:
+        st.sidebar.warning(f"The job worker is not running: {exc}")
+    state.mark_worker_checked()
+
+page.run()
+jobs.job_panel(workspace)

@@ -70,7 +70,7 @@ def test_connection_settings_and_schema_version(ws: Workspace) -> None:
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 30000
-    assert store_db.user_version(conn) == schema_version() == 1
+    assert store_db.user_version(conn) == schema_version() == len(store_db.MIGRATIONS)
     with pytest.raises(sqlite3.IntegrityError):
         conn.execute(
             "INSERT INTO mask_versions (scene_id, source, raster_path, created) VALUES (9, 'import', '', '')"
@@ -85,22 +85,24 @@ def test_connection_settings_and_schema_version(ws: Workspace) -> None:
 def test_migrates_a_v1_database_forward(ws: Workspace, scene: Scene, monkeypatch: pytest.MonkeyPatch) -> None:
     ws.close()
     later = "ALTER TABLE scenes ADD COLUMN region TEXT; UPDATE scenes SET region = 'alps';"
+    current = len(store_db.MIGRATIONS)
     monkeypatch.setattr(store_db, "MIGRATIONS", [*store_db.MIGRATIONS, later])
     with Workspace(ws.root) as upgraded:
         assert upgraded.get_scene(scene.id).checksum == scene.checksum
     with raw(ws) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == current + 1
         assert conn.execute("SELECT region FROM scenes").fetchall() == [("alps",)]
 
 
 def test_failed_migration_leaves_previous_version(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     ws.close()
     broken = "CREATE TABLE surveys (id INTEGER PRIMARY KEY); SELECT nothing FROM missing_table;"
+    current = len(store_db.MIGRATIONS)
     monkeypatch.setattr(store_db, "MIGRATIONS", [*store_db.MIGRATIONS, broken])
-    with pytest.raises(ScarpError, match="schema version 2 failed"):
+    with pytest.raises(ScarpError, match=f"schema version {current + 1} failed"):
         Workspace(ws.root)
     with raw(ws) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == current
         assert not conn.execute("SELECT name FROM sqlite_master WHERE name = 'surveys'").fetchall()
 
 

@@ -87,9 +87,22 @@ CREATE TABLE jobs (
 CREATE INDEX jobs_status ON jobs (status);
 """
 
+# Migration 2: links from a scene to its auxiliary layers (engine/store/links.py).
+SCHEMA_V2_SCENE_LINKS = """
+CREATE TABLE scene_links (
+    scene_id INTEGER NOT NULL REFERENCES scenes (id) ON DELETE CASCADE,
+    role TEXT NOT NULL CHECK (role IN ('pre_event', 'dem', 'slope', 'hillshade')),
+    linked_scene_id INTEGER NOT NULL REFERENCES scenes (id) ON DELETE CASCADE,
+    PRIMARY KEY (scene_id, role),
+    CHECK (scene_id <> linked_scene_id)
+);
+CREATE INDEX scene_links_linked ON scene_links (linked_scene_id);
+"""
+
+
 # Forward migrations, oldest first; the schema version of a database is how many of them it has had.
 # Append new scripts, never edit a released one: workspaces out there already ran it.
-MIGRATIONS: list[str] = [SCHEMA_V1]
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2_SCENE_LINKS]
 
 
 def schema_version() -> int:

@@ -18,6 +18,7 @@ from typing import Any
 from engine.errors import ConflictError, InputError, NotFoundError, ScarpError
 from engine.store.files import atomic_write, copy_file_atomic, is_temp_file, safe_filename, sha256_file
 from engine.store.jobs import JobQueue
+from engine.store.links import SceneLinks
 from engine.store.records import (
     MASK_SOURCES,
     MaskVersion,
@@ -48,7 +49,7 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
-class Workspace(ModelRegistry, JobQueue):
+class Workspace(ModelRegistry, JobQueue, SceneLinks):
     """A landslide mapping workspace folder: `scarp.db` plus scenes/, masks/, predictions/, models/, tmp/."""
 
     # --- scenes -------------------------------------------------------------------------------------

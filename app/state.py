@@ -1,0 +1,89 @@
+"""The only module that names st.session_state keys, so pages cannot drift apart on spelling or shape."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import streamlit as st
+
+_REVIEWER = "reviewer"
+_WORKER_CHECKED = "worker_checked"
+_DISPLAY = "display"
+_CONFIRM_DELETE = "confirm_delete"
+_DEMO_JOB = "demo_job"
+_DISMISSED_JOBS = "dismissed_jobs"
+
+REVIEWER_WIDGET = "reviewer_widget"  # the sidebar text input's key; its value is copied to _REVIEWER
+
+
+@dataclass(frozen=True)
+class DisplaySettings:
+    """How one scene is drawn: a band preset name or three 0-based band indices, and a percentile stretch."""
+
+    bands: str | tuple[int, int, int] = "rgb"
+    low: float = 2.0
+    high: float = 98.0
+
+
+def _get(key: str, default: Any) -> Any:
+    if key not in st.session_state:
+        st.session_state[key] = default
+    return st.session_state[key]
+
+
+def reviewer() -> str:
+    return str(_get(_REVIEWER, ""))
+
+
+def set_reviewer(name: str) -> None:
+    st.session_state[_REVIEWER] = name.strip()
+
+
+def worker_checked() -> bool:
+    """The worker check runs once per session; a dead worker is restarted by the next session or click."""
+    return bool(_get(_WORKER_CHECKED, False))
+
+
+def mark_worker_checked() -> None:
+    st.session_state[_WORKER_CHECKED] = True
+
+
+def display(scene_id: int) -> DisplaySettings:
+    return _get(_DISPLAY, {}).get(scene_id, DisplaySettings())
+
+
+def set_display(scene_id: int, settings: DisplaySettings) -> None:
+    _get(_DISPLAY, {})[scene_id] = settings
+
+
+def confirm_delete() -> int | None:
+    """The scene whose delete waits for confirmation (one at a time)."""
+    return _get(_CONFIRM_DELETE, None)
+
+
+def set_confirm_delete(scene_id: int | None) -> None:
+    st.session_state[_CONFIRM_DELETE] = scene_id
+
+
+def demo_job() -> int | None:
+    """The demo's prediction job, watched on Home until it ends."""
+    return _get(_DEMO_JOB, None)
+
+
+def set_demo_job(job_id: int | None) -> None:
+    st.session_state[_DEMO_JOB] = job_id
+
+
+def dismissed_jobs() -> set[int]:
+    """Failed jobs this session has acknowledged; they stay failed in the database for other tabs."""
+    return _get(_DISMISSED_JOBS, set())
+
+
+def dismiss_job(job_id: int) -> None:
+    dismissed_jobs().add(job_id)
+
+
+def widget_key(*parts: object) -> str:
+    """Widget keys built in one place, so two pages never collide on a key."""
+    return "w:" + ":".join(str(p) for p in parts)
