@@ -127,7 +127,7 @@ def train(
     meta = {
         "data": str(data) if data is not None else "custom",
         "split": split,
-        "command": " ".join(sys.argv),
+        "command": _command_line(),
         "commit": _git_commit(),
         "device": str(device),
         "precision": str(dtype).removeprefix("torch."),
@@ -175,6 +175,12 @@ def _method(phase: str, model: nn.Module, config, device, dtype, steps: int, tea
 
         return MRIFEMethod(model, config, device, dtype, steps)
     return SupervisedMethod(model, config, device, dtype, steps)
+
+
+def _command_line() -> str:
+    """How this run was started, as a person would type it (`python -m engine ...`)."""
+    args = sys.argv[1:] if sys.argv and sys.argv[0].endswith("__main__.py") else sys.argv
+    return " ".join(["python -m engine", *args] if args is not sys.argv else args)
 
 
 def _git_commit() -> str | None:
