@@ -78,7 +78,7 @@ def report(bijie: Path, checkpoints: list[Path] | None = None) -> str:
         "",
         "## How each model was trained",
         "",
-        "| model | architecture | epochs run (best) | wall time | device | command | commit |",
+        "| model | architecture | best epoch | wall time to it | device | command | commit |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
