@@ -14,13 +14,13 @@ from app.components import jobs
 from engine import api
 from engine.errors import ScarpError
 
-st.set_page_config(page_title="Scarp · landslide mapping", page_icon="⛰️", layout="wide")
+st.set_page_config(page_title="Scarp · landslide mapping", page_icon=":material/landslide:", layout="wide")
 
 PAGES = [
-    st.Page("pages/home.py", title="Home", icon="🏠", default=True),
-    st.Page("pages/scenes.py", title="Scenes", icon="🛰️"),
-    st.Page("pages/predict.py", title="Predict", icon="🧠"),
-    st.Page("pages/review.py", title="Review", icon="🗺️"),
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/scenes.py", title="Scenes", icon=":material/satellite_alt:"),
+    st.Page("pages/predict.py", title="Predict", icon=":material/play_circle:"),
+    st.Page("pages/review.py", title="Review", icon=":material/map:"),
 ]
 page = st.navigation(PAGES)
 

@@ -75,6 +75,18 @@ def set_demo_job(job_id: int | None) -> None:
     st.session_state[_DEMO_JOB] = job_id
 
 
+REVIEW_SCENE = "w:review:scene"  # the Review page's scene select; others may preset it
+
+
+def review_scene() -> int | None:
+    return _get(REVIEW_SCENE, None)
+
+
+def set_review_scene(scene_id: int) -> None:
+    """Open the Review page on this scene (set before switching to it)."""
+    st.session_state[REVIEW_SCENE] = scene_id
+
+
 def dismissed_jobs() -> set[int]:
     """Failed jobs this session has acknowledged; they stay failed in the database for other tabs."""
     return _get(_DISMISSED_JOBS, set())

@@ -177,6 +177,8 @@ def test_try_demo_imports_links_queues_and_is_idempotent(tmp_path, data_dir, no_
 
 def test_try_demo_without_the_data_says_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.setenv("SCARP_DEMO_DIR", str(tmp_path / "nowhere"))
-    monkeypatch.setattr(api, "find_demo_dir", lambda demo_dir=None: None)
+    from engine.api import _scenes
+
+    monkeypatch.setattr(_scenes, "find_demo_dir", lambda demo_dir=None: None)
     with api.open_workspace(tmp_path / "ws") as ws, pytest.raises(InputError, match="demo scene"):
         api.try_demo(ws)

@@ -147,3 +147,8 @@ def test_predict_queues_a_job_per_scene_without_waiting(workspace, bijie_pair, t
         256,
         True,
     )
+
+
+def test_the_demo_folder_is_found_beside_the_repository(data_dir, monkeypatch):
+    monkeypatch.delenv("SCARP_DEMO_DIR", raising=False)
+    assert api.find_demo_dir().resolve() == data_dir.resolve()

@@ -56,6 +56,7 @@ def demo_progress(job_id: int) -> None:
     report = api.job_report(job)
     if job.status == "succeeded":
         state.set_demo_job(None)
+        state.set_review_scene(int(job.params["scene_id"]))
         st.success("The landslide map is ready.")
         st.switch_page(REVIEW_PAGE)
     elif job.status == "failed":

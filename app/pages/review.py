@@ -9,7 +9,7 @@ from __future__ import annotations
 import streamlit as st
 from streamlit_folium import st_folium
 
-from app import services
+from app import services, state
 from app.components import map as review_map
 from engine import api
 from engine.errors import ScarpError
@@ -42,12 +42,10 @@ if not choices.scenes:
     st.stop()
 
 scenes = {s.id: s for s in choices.scenes}
+if state.review_scene() not in scenes:  # open on the scene predicted last, else the newest one
+    state.set_review_scene(api.latest_predicted_scene(workspace) or list(scenes)[-1])
 scene_id = st.selectbox(
-    "Scene",
-    list(scenes),
-    index=len(scenes) - 1,
-    format_func=lambda i: f"{i} · {scenes[i].name}",
-    key="review.scene",
+    "Scene", list(scenes), format_func=lambda i: f"{i} · {scenes[i].name}", key=state.REVIEW_SCENE
 )
 choices = api.review_choices(workspace, scene_id)
 if not choices.predictions and not choices.mask_versions:

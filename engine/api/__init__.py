@@ -25,6 +25,7 @@ from engine.api._jobs import (
 from engine.api._review import (
     ReviewChoices,
     ReviewLayers,
+    latest_predicted_scene,
     link_scene,
     review_choices,
     review_layers,
@@ -76,6 +77,7 @@ __all__ = [
     "import_upload",
     "job_report",
     "job_status",
+    "latest_predicted_scene",
     "link_scene",
     "list_jobs",
     "list_scenes",

@@ -45,6 +45,12 @@ def review_choices(workspace: Workspace, scene_id: int | None = None) -> ReviewC
     return ReviewChoices(scenes, predictions, workspace.list_mask_versions(scene_id)[::-1])
 
 
+def latest_predicted_scene(workspace: Workspace) -> int | None:
+    """The scene of the newest prediction: where a reviewer most likely wants to look next."""
+    latest = [(p.id, s.id) for s in workspace.list_scenes() for p in workspace.list_predictions(s.id)[-1:]]
+    return max(latest)[1] if latest else None
+
+
 @dataclass(frozen=True)
 class ReviewLayers:
     """Everything the review map draws for one scene; picklable, so a page can cache it by ids.

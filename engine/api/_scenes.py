@@ -168,7 +168,7 @@ class DemoStart:
 
 def find_demo_dir(demo_dir: str | Path | None = None) -> Path | None:
     """`demo_dir`, `$SCARP_DEMO_DIR` or ../shared/data beside the repository, if it holds the Iburi scene."""
-    beside_repo = Path(__file__).resolve().parents[2] / "shared" / "data"
+    beside_repo = Path(__file__).resolve().parents[3] / "shared" / "data"  # engine/api/ → repo → its parent
     candidates = [demo_dir, os.environ.get("SCARP_DEMO_DIR"), beside_repo]
     for candidate in candidates:
         if candidate and (Path(candidate).expanduser() / DEMO_SCENE).is_file():
