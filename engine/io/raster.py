@@ -20,9 +20,9 @@ from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.transform import Affine
 from rasterio.warp import transform_bounds
-from rasterio.windows import Window
 
 from engine.errors import InputError
+from engine.io.backends import Backend, Box, HDF5Backend, RasterioBackend
 
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
@@ -78,13 +78,10 @@ class SceneDescriptor:
         return cls(**{k: tuple(v) if k in tuples and v is not None else v for k, v in data.items()})
 
 
-Box = tuple[int, int, int, int]  # y, x, height, width in pixels
-
-
 class Scene:
     """An open scene. Reads are (bands, height, width) arrays of the window asked for, bands 0-based."""
 
-    def __init__(self, backend: _Backend, descriptor: SceneDescriptor):
+    def __init__(self, backend: Backend, descriptor: SceneDescriptor):
         self._backend = backend
         self.descriptor = descriptor
 
@@ -174,56 +171,6 @@ class Scene:
         return bands
 
 
-class _Backend:
-    def read(self, box: Box, bands: list[int]) -> np.ndarray:
-        raise NotImplementedError
-
-    def read_decimated(self, out_h: int, out_w: int, bands: list[int]) -> np.ndarray:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-
-class _RasterioBackend(_Backend):
-    def __init__(self, dataset):
-        self.ds = dataset
-
-    def read(self, box: Box, bands: list[int]) -> np.ndarray:
-        y, x, h, w = box
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return self.ds.read([b + 1 for b in bands], window=Window(x, y, w, h))
-
-    def read_decimated(self, out_h: int, out_w: int, bands: list[int]) -> np.ndarray:
-        return self.ds.read([b + 1 for b in bands], out_shape=(len(bands), out_h, out_w))
-
-    def close(self) -> None:
-        self.ds.close()
-
-
-class _HDF5Backend(_Backend):
-    """Landslide4Sense patches: dataset `img` of shape (H, W, bands)."""
-
-    def __init__(self, file, dataset):
-        self.file = file
-        self.ds = dataset
-
-    def read(self, box: Box, bands: list[int]) -> np.ndarray:
-        y, x, h, w = box
-        block = self.ds[y : y + h, x : x + w, :]
-        return np.ascontiguousarray(np.moveaxis(block[..., bands], -1, 0))
-
-    def read_decimated(self, out_h: int, out_w: int, bands: list[int]) -> np.ndarray:
-        height, width = self.ds.shape[:2]
-        sy, sx = max(1, height // out_h), max(1, width // out_w)
-        block = self.ds[::sy, ::sx, :]
-        return np.ascontiguousarray(np.moveaxis(block[..., bands], -1, 0))
-
-    def close(self) -> None:
-        self.file.close()
-
-
 def open_scene(path: str | Path, *, max_pixels: int | None = None) -> Scene:
     """Open any supported scene after cheap checks; raises InputError naming the file and the problem."""
     path = Path(path)
@@ -260,7 +207,7 @@ def _check_file(path: Path) -> None:
         )
 
 
-def _open_rasterio(path: Path) -> tuple[_Backend, SceneDescriptor]:
+def _open_rasterio(path: Path) -> tuple[Backend, SceneDescriptor]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -284,10 +231,10 @@ def _open_rasterio(path: Path) -> tuple[_Backend, SceneDescriptor]:
     except BaseException:
         ds.close()
         raise
-    return _RasterioBackend(ds), descriptor
+    return RasterioBackend(ds), descriptor
 
 
-def _open_hdf5(path: Path) -> tuple[_Backend, SceneDescriptor]:
+def _open_hdf5(path: Path) -> tuple[Backend, SceneDescriptor]:
     import h5py
 
     try:
@@ -314,7 +261,7 @@ def _open_hdf5(path: Path) -> tuple[_Backend, SceneDescriptor]:
     except BaseException:
         file.close()
         raise
-    return _HDF5Backend(file, ds), descriptor
+    return HDF5Backend(file, ds), descriptor
 
 
 def _band_names(
