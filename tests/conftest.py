@@ -41,3 +41,20 @@ def l4s_image(data_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def cas_tile(data_dir: Path) -> Path:
     return sorted((data_dir / "cas_unlabeled" / "satellite").glob("*.tif*"))[0]
+
+
+@pytest.fixture
+def ws(tmp_path: Path):
+    """An empty workspace (the store's tests build on it)."""
+    from engine.store import Workspace
+
+    with Workspace(tmp_path / "ws") as workspace:
+        yield workspace
+
+
+@pytest.fixture
+def scene(ws, tmp_path: Path):
+    """A small scene file recorded in `ws`."""
+    from tests.store_writer import scene_file
+
+    return ws.add_scene(scene_file(tmp_path / "incoming"), {"crs": "EPSG:32633"})

@@ -1,4 +1,5 @@
-"""Child process for tests/test_store.py: saves mask versions into a workspace from another process.
+"""Store test helpers, and the child process of tests/test_store_processes.py that saves mask versions
+into a workspace from another process.
 
 `endless` saves slowly forever so the test can SIGKILL it mid-write; `race` saves a fixed number of
 versions next to other writers, reloading the latest parent after each ConflictError.
@@ -20,6 +21,21 @@ from engine.store import Workspace
 
 HEADER = 64
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def writes(data: bytes) -> Callable[[Path], None]:
+    return lambda path: Path(path).write_bytes(data)
+
+
+def scene_file(folder: Path, name: str = "valley.tif", data: bytes = b"scene-bytes") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_bytes(data)
+    return path
+
+
+def files_under(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*") if p.is_file()}
 
 
 def spawn(*args: str) -> subprocess.Popen[str]:
