@@ -66,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--masks", type=Path, help="with --images: their same-named masks")
     evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     evaluate.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    evaluate.add_argument("--crf", action="store_true", help="with --model: score after DenseCRF")
     evaluate.set_defaults(run=_evaluate)
     cli_train.add_commands(commands)
 
@@ -82,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     predict.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     predict.add_argument("--tta", action="store_true", help="average over flips (4× slower)")
+    predict.add_argument("--crf", action="store_true", help="refine with DenseCRF (about 2× slower)")
     predict.add_argument("--threshold", type=float, default=0.5, help="landslide probability cut-off")
     predict.set_defaults(run=_predict)
 
@@ -203,6 +205,7 @@ def _predict(args: argparse.Namespace) -> int:
         precision=args.precision,
         tta=args.tta,
         threshold=args.threshold,
+        crf=args.crf,
     )
     summary = predict_scene(
         args.model, args.scene, args.out, args.probabilities, options, ProgressLine("predict")

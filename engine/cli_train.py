@@ -51,6 +51,7 @@ def _training_options(parser: argparse.ArgumentParser, epochs: int = 10) -> None
     parser.add_argument("--epochs", type=int, default=epochs)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=256, help="training crop size in px")
+    parser.add_argument("--optimizer", choices=("sgd", "adamw"), help="default: the model's paper optimiser")
     parser.add_argument("--lr", type=float, help="learning rate (default: the model's paper value)")
     parser.add_argument("--lr-end", type=float, help="learning rate at the end of the cosine decay")
     parser.add_argument("--backbone-lr", type=float, help="KDA: the encoder's learning rate (paper: 5e-6)")
@@ -84,6 +85,7 @@ def config_from_args(args: argparse.Namespace, in_channels: int, model: str):
         epochs=args.epochs,
         batch_size=args.batch,
         size=args.size,
+        optimizer=args.optimizer,
         lr=args.lr,
         lr_end=args.lr_end,
         backbone_lr=args.backbone_lr,
@@ -151,11 +153,12 @@ def _pseudo_label(args: argparse.Namespace) -> int:
 
 
 def evaluate_model(args: argparse.Namespace) -> int:
+    from engine.crf import CrfParams
     from engine.training.evaluate import evaluate_checkpoint
 
     metrics = evaluate_checkpoint(
         args.model, data=args.data, split=args.split, images=args.images, masks=args.masks,
-        device=args.device, precision=args.precision,
+        device=args.device, precision=args.precision, crf=CrfParams() if args.crf else None,
     )  # fmt: skip
     print(json.dumps(metrics, indent=2))
     return 0

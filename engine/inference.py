@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from engine.crf import refine
 from engine.devices import autocast, pick_device, resolve_precision
 from engine.errors import InputError
 from engine.io.bands import band_statistics, resolve_bands
@@ -40,6 +41,7 @@ class PredictOptions:
     precision: str = "auto"
     tta: bool = False
     threshold: float = 0.5
+    crf: bool = False  # DenseCRF on each tile's probability, over the scene's true-colour bands
 
 
 @dataclass
@@ -153,6 +155,10 @@ def predict_scene(
                 stacked = np.stack(tiles)
                 valid = np.isfinite(stacked).all(axis=1)
                 probability = _ensemble(members, stacked, device, dtype, options.tta)
+                if options.crf:
+                    colour = list(resolve_bands(d, "rgb"))
+                    for i in range(len(batch)):
+                        probability[i] = refine(probability[i], stacked[i, colour])
                 for i, tile in enumerate(batch):
                     stitcher.add(tile, np.stack([probability[i], valid[i].astype(np.float32)]))
                 done += len(batch)

@@ -23,6 +23,7 @@ DEFAULTS: dict[str, Any] = {
     "overlap": 64,
     "batch": 4,
     "tta": False,
+    "crf": False,
     "device": "auto",
     "precision": "auto",
     "threshold": 0.5,
@@ -44,8 +45,9 @@ def prepare(workspace: Workspace, params: dict[str, Any]) -> dict[str, Any]:
     scene = workspace.get_scene(_integer(params["scene_id"], "scene_id", 1))
     merged = {**DEFAULTS, **{k: v for k, v in params.items() if v is not None}}
     tile = _integer(merged["tile"], "tile", 16, 8192)
-    if not isinstance(merged["tta"], bool):
-        raise InputError("tta", f"must be true or false, got {merged['tta']!r}")
+    for flag in ("tta", "crf"):
+        if not isinstance(merged[flag], bool):
+            raise InputError(flag, f"must be true or false, got {merged[flag]!r}")
     threshold = merged["threshold"]
     if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 < threshold < 1:
         raise InputError("threshold", f"must be a probability between 0 and 1, got {threshold!r}")
@@ -59,6 +61,7 @@ def prepare(workspace: Workspace, params: dict[str, Any]) -> dict[str, Any]:
         "overlap": _integer(merged["overlap"], "overlap", 0, tile - 1),
         "batch": _integer(merged["batch"], "batch", 1, 256),
         "tta": merged["tta"],
+        "crf": merged["crf"],
         "device": merged["device"],
         "precision": merged["precision"],
         "threshold": float(threshold),
@@ -105,6 +108,7 @@ def run(context: JobContext) -> Commit:
         precision=params["precision"],
         tta=params["tta"],
         threshold=params["threshold"],
+        crf=params.get("crf", False),
     )
     mask_file = context.scratch / "mask.tif"
     probability_file = context.scratch / "probabilities.tif"
@@ -130,8 +134,10 @@ def run(context: JobContext) -> Commit:
         prediction = workspace.add_prediction(
             scene.id, models, {**params, **facts, "job_id": context.job.id}, _linked(probability_file)
         )
-        tta = ", TTA" if params["tta"] else ""
-        note = f"{models}; tile {params['tile']}, overlap {params['overlap']}{tta}"
+        extras = "".join(
+            label for label, on in ((", TTA", params["tta"]), (", DenseCRF", params.get("crf"))) if on
+        )
+        note = f"{models}; tile {params['tile']}, overlap {params['overlap']}{extras}"
         mask = _save_mask(workspace, scene.id, mask_file, prediction.id, f"job {context.job.id}", note)
         return {
             "scene_id": scene.id,

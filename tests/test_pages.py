@@ -128,25 +128,21 @@ def test_predict_queues_a_job_per_scene_without_waiting(workspace, bijie_pair, t
     with api.open_workspace(workspace) as ws:
         first = api.import_scene(ws, bijie_pair[0]).scene
     at = open_page("pages/predict.py")
-    assert at.checkbox(key="w:predict:crf").disabled
     assert at.button(key="w:predict:go").disabled  # nothing chosen yet
     at.multiselect(key="w:predict:scenes").select(first.id).run()
     at.selectbox(key="w:predict:model").set_value("unet_r34").run()
     assert "Random weights" in at.warning[0].value
     at.number_input(key="w:predict:tile").set_value(256).run()
     at.checkbox(key="w:predict:tta").check().run()
+    at.checkbox(key="w:predict:crf").check().run()
     at.button(key="w:predict:go").click().run()
     assert not at.exception
     assert at.success[0].value.startswith("Queued job 1")
     with api.open_workspace(workspace) as ws:
         (job,) = api.list_jobs(ws)
     assert job.status == "queued"
-    assert (job.params["scene_id"], job.params["model"], job.params["tile"], job.params["tta"]) == (
-        first.id,
-        "unet_r34",
-        256,
-        True,
-    )
+    chosen = ("scene_id", "model", "tile", "tta", "crf")
+    assert tuple(job.params[k] for k in chosen) == (first.id, "unet_r34", 256, True, True)
 
 
 def test_the_demo_folder_is_found_beside_the_repository(data_dir, monkeypatch):

@@ -44,20 +44,24 @@ tta = cols[2].checkbox(
     key=state.widget_key("predict", "tta"),
     help="Averages predictions over flips: about 4× slower, often a little more accurate.",
 )
-cols[3].checkbox(
+crf = cols[3].checkbox(
     "DenseCRF refinement",
-    value=False,
-    disabled=True,
+    value=bool(defaults["crf"]),
     key=state.widget_key("predict", "crf"),
-    help="Coming soon: the engine does not refine with DenseCRF yet.",
+    help="Snaps landslide outlines to colour edges with a dense CRF: about 2× slower.",
 )
-cols[3].caption("DenseCRF: coming soon")
 
 if st.button("Queue prediction", type="primary", disabled=not chosen, key=state.widget_key("predict", "go")):
     for scene_id in chosen:
         try:
             job = api.submit_prediction(
-                workspace, scene_id, model=model.spec, tile=int(tile), overlap=int(overlap), tta=bool(tta)
+                workspace,
+                scene_id,
+                model=model.spec,
+                tile=int(tile),
+                overlap=int(overlap),
+                tta=bool(tta),
+                crf=bool(crf),
             )
             st.success(f"Queued job {job.id}: {names[scene_id]} with {model.label}.")
         except ScarpError as exc:

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from engine.devices import pick_device, resolve_precision
+from engine.crf import CrfParams, refine
+from engine.devices import autocast, pick_device, resolve_precision
 from engine.errors import InputError
+from engine.metrics import ConfusionMatrix
 from engine.models.checkpoint import load_model
 from engine.models.shipped import resolve_checkpoint
 from engine.training.config import TrainConfig
 from engine.training.datasets import FolderDataset, TrainingView, make_loader
 from engine.training.loop import evaluate
+from engine.training.method import IGNORE
 
 
 def evaluate_checkpoint(
@@ -26,8 +31,10 @@ def evaluate_checkpoint(
     device: str = "auto",
     precision: str = "auto",
     dataset: Any = None,
+    crf: CrfParams | None = None,
 ) -> dict[str, Any]:
-    """Metrics JSON (as `evaluate --pred/--truth` prints) of the model's argmax masks, whole images."""
+    """Metrics JSON (as `evaluate --pred/--truth` prints) of the model's argmax masks, whole images;
+    with `crf`, of the masks after DenseCRF post-processing."""
     model, card = load_model(resolve_checkpoint(checkpoint))
     if dataset is None:
         dataset = _dataset(data, split, images, masks)
@@ -41,8 +48,31 @@ def evaluate_checkpoint(
     )
     view = TrainingView(dataset, config, card.mean, card.std, train=False)
     model.to(torch_device, memory_format=torch.channels_last)
-    matrix = evaluate(model, make_loader(view, 1, False, 0, 0, 0), torch_device, dtype)
-    return {"model": str(checkpoint), "images": len(dataset), **matrix.to_json_dict()}
+    loader = make_loader(view, 1, False, 0, 0, 0)
+    if crf is None:
+        matrix = evaluate(model, loader, torch_device, dtype)
+    else:
+        matrix = _evaluate_with_crf(model, loader, torch_device, dtype, crf)
+    result = {"model": str(checkpoint), "images": len(dataset), **matrix.to_json_dict()}
+    return result | ({"crf": asdict(crf)} if crf is not None else {})
+
+
+@torch.inference_mode()
+def _evaluate_with_crf(model, loader, device, dtype, params: CrfParams) -> ConfusionMatrix:
+    model.eval()
+    matrix = ConfusionMatrix()
+    for batch in loader:
+        batch = batch.to(device)
+        with autocast(device, dtype):
+            logits = model(batch.image)
+        probability = torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy()
+        images = batch.image.float().cpu().numpy()
+        masks = batch.mask.cpu().numpy()
+        for p, image, mask in zip(probability, images, masks, strict=True):
+            pred = (refine(p, image, params) >= 0.5).astype(np.int64)
+            valid = mask != IGNORE
+            matrix.update(pred[None], np.where(valid, mask, 0)[None], valid[None])
+    return matrix
 
 
 def _dataset(data, split: str, images, masks):
