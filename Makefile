@@ -23,6 +23,13 @@ $(STAMPS)/dev: requirements-dev.txt $(STAMPS)/runtime
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	@mkdir -p $(STAMPS) && touch $@
 
+# Headless Chromium for the browser tests: Debian's package, driven by Playwright (requirements-dev.txt).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+$(STAMPS)/browser:
+	command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
+	@mkdir -p $(STAMPS) && touch $@
+
 # Leaflet and Leaflet.draw from the npm registry, served from app/static so maps need no internet.
 $(STAMPS)/static: package.json package-lock.json
 	npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
@@ -36,7 +43,7 @@ run: setup
 	$(BIN)/python -c 'from engine import api; print("job worker pid", api.ensure_worker(api.open_workspace()))'
 	$(BIN)/streamlit run app/Home.py --server.port $(PORT)
 
-test: setup $(STAMPS)/dev
+test: setup $(STAMPS)/dev $(STAMPS)/browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest

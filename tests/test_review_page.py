@@ -115,3 +115,48 @@ def test_page_renders_a_reviewed_scene(app_workspace, bijie_pair: tuple[Path, Pa
     assert not at.exception, at.exception
     assert "unet-test" in at.caption[0].value and "landslide" in at.caption[0].value
     assert len(at.slider) == 3  # scene, probability, outlines
+
+
+def test_swipe_between_pre_and_post_event_is_inline_and_keeps_outlines_on_top(
+    tmp_path: Path, iburi_post: Path, data_dir: Path
+) -> None:
+    from app.components.map import pre_post_swipe
+
+    with api.open_workspace(tmp_path / "ws") as ws:
+        post = api.import_scene(ws, iburi_post, copy=False).scene
+        pre = api.import_scene(ws, data_dir / "iburi_s2" / "pre_event_S2_RGB_B4B3B2.tif", copy=False).scene
+        _add_prediction(ws, post.id, iburi_post)
+        assert api.review_layers(ws, post.id, max_side=128).layers == {}
+        assert pre_post_swipe(api.review_layers(ws, post.id, max_side=128)) is None  # nothing to swipe
+        api.link_scene(ws, post.id, "pre_event", pre.id)
+        layers = api.review_layers(ws, post.id, max_side=128)
+    swipe = pre_post_swipe(layers)
+    html = build_map(layers, {}, swipe=swipe).get_root().render()
+    assert not [cdn for cdn in CDNS if cdn in html]
+    assert html.count('"pane": "scarp-swipe-left"') == 1 and html.count('"pane": "scarp-swipe-right"') == 1
+    assert "style.clip" in html and 'input.type = "range"' in html
+    assert '"Pre-event"' in html and '"Post-event"' in html
+    assert "Fit to scene" in html and '"zoomSnap": 0.25' in html
+    # the pair replaces the plain scene and pre-event overlays: two image overlays, not four
+    assert html.count("L.imageOverlay(") == 2 + (layers.probability is not None)
+
+
+def test_presentation_mode_and_a_two_prediction_swipe_on_the_page(
+    app_workspace, bijie_pair: tuple[Path, Path]
+) -> None:
+    with api.open_workspace(app_workspace) as ws:
+        scene = api.import_scene(ws, bijie_pair[0], mask=bijie_pair[1]).scene
+        first = _add_prediction(ws, scene.id, bijie_pair[0])
+        _add_prediction(ws, scene.id, bijie_pair[0])
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    swipe = at.selectbox(key=f"review.swipe.{scene.id}")
+    assert swipe.options == ["Off", "Two predictions"]  # no pre-event scene linked
+    assert at.title[0].value == "Review"
+    at.toggle(key="review.present").set_value(True).run()
+    assert not at.exception, at.exception
+    assert not at.title
+    (headline,) = [m.value for m in at.markdown if m.value.startswith('<div class="scarp-presentation')]
+    assert "landslide" in headline and "unet-test" in headline and "mask v" not in headline
+    swipe.set_value("Two predictions").run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key=f"review.swipe-other.{scene.id}").value == first

@@ -9,6 +9,7 @@ plain functions so they are tested without a browser.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -105,10 +106,168 @@ class _Legend(MacroElement):
         self.html = html
 
 
+@dataclass(frozen=True)
+class Swipe:
+    """Two overlays shown side by side, split by a slider the viewer drags; `replaces` names the
+    review layers the pair stands in for (they are not drawn on their own)."""
+
+    left: Any  # engine.display.Overlay
+    left_label: str
+    right: Any
+    right_label: str
+    replaces: frozenset[str]
+
+
+def pre_post_swipe(layers: ReviewLayers) -> Swipe | None:
+    if "pre_event" not in layers.layers:
+        return None
+    return Swipe(
+        layers.layers["pre_event"], "Pre-event", layers.scene, "Post-event", frozenset({"scene", "pre_event"})
+    )
+
+
+def two_model_swipe(layers: ReviewLayers, other: ReviewLayers) -> Swipe | None:
+    if layers.probability is None or other.probability is None:
+        return None
+    return Swipe(
+        layers.probability, layers.model or "prediction", other.probability, other.model or "prediction",
+        frozenset({"probability"}),
+    )  # fmt: skip
+
+
+class _SwipeControl(MacroElement):
+    """A full-height divider with a handle; everything left of it shows the left pane, right of it the
+    right pane. Panes are clipped in layer coordinates, re-clipped on every pan and zoom. No plugin: the
+    script is inline, so it works offline."""
+
+    _template = Template(
+        """{% macro script(this, kwargs) %}
+        (function (map) {
+            var left = map.getPane({{ this.left_pane|tojson }});
+            var right = map.getPane({{ this.right_pane|tojson }});
+            var box = L.DomUtil.create("div", "scarp-swipe", map.getContainer());
+            var line = L.DomUtil.create("div", "scarp-swipe-line", box);
+            var input = L.DomUtil.create("input", "scarp-swipe-range", box);
+            input.type = "range"; input.min = 0; input.max = 1; input.step = "any"; input.value = 0.5;
+            input.setAttribute("aria-label", "Swipe between the two images");
+            var leftTag = L.DomUtil.create("div", "scarp-swipe-tag", box);
+            var rightTag = L.DomUtil.create("div", "scarp-swipe-tag", box);
+            leftTag.textContent = "◀ " + {{ this.left_label|tojson }};
+            rightTag.textContent = {{ this.right_label|tojson }} + " ▶";
+            function clip() {
+                var size = map.getSize();
+                var nw = map.containerPointToLayerPoint([0, 0]);
+                var se = map.containerPointToLayerPoint(size);
+                var at = size.x * Number(input.value);
+                line.style.left = at + "px";
+                leftTag.style.right = (size.x - at + 24) + "px";
+                rightTag.style.left = (at + 24) + "px";
+                left.style.clip = "rect(" + [nw.y, nw.x + at, se.y, nw.x].join("px,") + "px)";
+                right.style.clip = "rect(" + [nw.y, se.x, se.y, nw.x + at].join("px,") + "px)";
+            }
+            L.DomEvent.disableClickPropagation(box);
+            L.DomEvent.on(input, "mousedown touchstart pointerdown", L.DomEvent.stopPropagation);
+            L.DomEvent.on(input, "mouseenter", function () { map.dragging.disable(); });
+            L.DomEvent.on(input, "mouseleave", function () { map.dragging.enable(); });
+            L.DomEvent.on(input, "input change", clip);
+            map.on("move zoom resize viewreset", clip);
+            clip();
+        })({{ this._parent.get_name() }});
+        {% endmacro %}
+        {% macro header(this, kwargs) %}
+        <style>
+        .scarp-swipe {position: absolute; inset: 0; z-index: 800; pointer-events: none;}
+        .scarp-swipe-line {position: absolute; top: 0; bottom: 0; width: 3px; margin-left: -1px;
+            background: #fff; box-shadow: 0 0 4px rgba(0,0,0,.6);}
+        .scarp-swipe-range {position: absolute; top: 50%; left: 0; width: 100%; margin: 0;
+            transform: translateY(-50%); background: transparent; -webkit-appearance: none;
+            appearance: none; pointer-events: none; outline: none;}
+        .scarp-swipe-range::-webkit-slider-runnable-track {background: transparent;}
+        .scarp-swipe-range::-moz-range-track {background: transparent;}
+        .scarp-swipe-range::-webkit-slider-thumb {-webkit-appearance: none; pointer-events: auto;
+            width: 36px; height: 36px; border-radius: 50%; background: #fff; border: 3px solid #0b7285;
+            cursor: ew-resize; box-shadow: 0 0 6px rgba(0,0,0,.5);}
+        .scarp-swipe-range::-moz-range-thumb {pointer-events: auto; width: 30px; height: 30px;
+            border-radius: 50%; background: #fff; border: 3px solid #0b7285; cursor: ew-resize;}
+        .scarp-swipe-tag {position: absolute; top: 50%; transform: translateY(-50%); padding: 4px 10px;
+            border-radius: 4px; background: rgba(0,0,0,.65); color: #fff; white-space: nowrap;
+            font: 600 15px/1.3 sans-serif;}
+        </style>
+        {% endmacro %}"""
+    )
+
+    def __init__(self, left_pane: str, right_pane: str, left_label: str, right_label: str):
+        super().__init__()
+        self._name = "SwipeControl"
+        self.left_pane, self.right_pane = left_pane, right_pane
+        self.left_label, self.right_label = left_label, right_label
+
+
+class _FitControl(MacroElement):
+    """A button under the zoom buttons that brings the whole scene back into view."""
+
+    _template = Template(
+        """{% macro script(this, kwargs) %}
+        (function (map) {
+            var control = L.control({position: "topleft"});
+            control.onAdd = function () {
+                var bar = L.DomUtil.create("div", "leaflet-bar");
+                var link = L.DomUtil.create("a", "scarp-fit", bar);
+                link.href = "#"; link.title = "Fit to scene"; link.setAttribute("role", "button");
+                link.setAttribute("aria-label", "Fit to scene");
+                link.innerHTML = '<svg width="16" height="16" viewBox="0 0 16 16" ' +
+                    'style="margin-top:7px" fill="none" stroke="#333" stroke-width="2">' +
+                    '<path d="M1 5V1h4M11 1h4v4M15 11v4h-4M5 15H1v-4"/></svg>';
+                L.DomEvent.disableClickPropagation(bar);
+                L.DomEvent.on(link, "click", function (e) {
+                    L.DomEvent.preventDefault(e);
+                    map.fitBounds({{ this.bounds|tojson }});
+                });
+                return bar;
+            };
+            control.addTo(map);
+        })({{ this._parent.get_name() }});
+        {% endmacro %}"""
+    )
+
+    def __init__(self, bounds: list[list[float]]):
+        super().__init__()
+        self._name = "FitControl"
+        self.bounds = bounds
+
+
+SWIPE_PANES = ("scarp-swipe-left", "scarp-swipe-right")
+PROBABILITY_PANE = "scarp-probability"
+OUTLINE_PANE = "scarp-outlines"
+
+
+def _add_swipe(m: folium.Map, swipe: Swipe, opacity: dict[str, float]) -> None:
+    """The pair sits above the other overlays (pane z 410), under the probability (415) and the outlines
+    (420)."""
+    key = "probability" if swipe.replaces == {"probability"} else "scene"
+    for pane, overlay, label in zip(
+        SWIPE_PANES, (swipe.left, swipe.right), (swipe.left_label, swipe.right_label), strict=True
+    ):
+        folium.map.CustomPane(pane, z_index=410).add_to(m)
+        folium.raster_layers.ImageOverlay(
+            image=overlay.data_url,
+            bounds=[list(overlay.bounds[0]), list(overlay.bounds[1])],
+            opacity=layer_opacity(opacity, key),
+            name=f"Swipe: {label}",
+            interactive=False,
+            pane=pane,
+        ).add_to(m)
+    m.add_child(_SwipeControl(*SWIPE_PANES, swipe.left_label, swipe.right_label))
+
+
 def build_map(
-    layers: ReviewLayers, opacity: dict[str, float] | None = None, base_maps: bool = False
+    layers: ReviewLayers,
+    opacity: dict[str, float] | None = None,
+    base_maps: bool = False,
+    swipe: Swipe | None = None,
 ) -> folium.Map:
-    """The folium map of one scene's review layers, fitted to the scene."""
+    """The folium map of one scene's review layers, fitted to the scene; with `swipe`, a pair of
+    overlays split by a slider."""
     opacity = opacity or {}
     pixel = layers.crs == "pixel"
     (south, west), (north, east) = layers.bounds
@@ -120,6 +279,8 @@ def build_map(
         min_zoom=-6 if pixel else 0,
         control_scale=not pixel,
         prefer_canvas=False,
+        zoom_snap=0.25,  # fractional zoom: the scene fills the view instead of half of it
+        zoom_delta=0.5,
     )
     m.default_js = list(LEAFLET_JS)
     m.default_css = list(LEAFLET_CSS)
@@ -131,7 +292,12 @@ def build_map(
     overlays = [("scene", layers.scene), *layers.layers.items()]
     if layers.probability is not None:
         overlays.append(("probability", layers.probability))
+    if swipe is not None and "probability" not in swipe.replaces:  # the ramp stays above the pair
+        folium.map.CustomPane(PROBABILITY_PANE, z_index=415).add_to(m)
     for key, overlay in overlays:
+        if swipe is not None and key in swipe.replaces:
+            continue
+        pane = {"pane": PROBABILITY_PANE} if swipe is not None and key == "probability" else {}
         folium.raster_layers.ImageOverlay(
             image=overlay.data_url,
             bounds=[list(overlay.bounds[0]), list(overlay.bounds[1])],
@@ -140,10 +306,17 @@ def build_map(
             show=key in SHOWN_AT_START,
             interactive=False,
             zindex=1,
+            **pane,
         ).add_to(m)
+    if swipe is not None:
+        _add_swipe(m, swipe, opacity)
     if layers.polygons is not None and layers.polygons["features"]:
         fields, aliases = popup_fields(layers.polygons)
         outline = layer_opacity(opacity, "outlines")
+        pane = {}
+        if swipe is not None:  # above the swipe pair, and clickable
+            folium.map.CustomPane(OUTLINE_PANE, z_index=420, pointer_events=True).add_to(m)
+            pane = {"pane": OUTLINE_PANE}
         folium.GeoJson(
             layers.polygons,
             name=LAYER_TITLES["outlines"],
@@ -151,9 +324,11 @@ def build_map(
             highlight_function=highlight_style,
             tooltip=folium.GeoJsonTooltip(fields=fields[:2], aliases=aliases[:2]),
             popup=folium.GeoJsonPopup(fields=fields, aliases=aliases),
+            **pane,
         ).add_to(m)
     if layers.legend:
         m.add_child(_Legend(layers.legend))
     folium.LayerControl(collapsed=False).add_to(m)
+    m.add_child(_FitControl([[south, west], [north, east]]))
     m.fit_bounds([[south, west], [north, east]])
     return m

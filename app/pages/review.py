@@ -1,10 +1,14 @@
 """Review: a scene on a map with its probability, linked terrain layers and landslide outlines.
 
 Panning and zooming stay in the browser (st_folium returns nothing), so the page reruns only when a
-control changes; the layers are cached by the workspace ids they were built from.
+control changes; the layers are cached by the workspace ids they were built from. Presentation mode
+(for demos) hides the sidebar, enlarges the type and the map, and puts the caption in one big line;
+the swipe compares the pre- and post-event images, or two predictions, in the map itself.
 """
 
 from __future__ import annotations
+
+import html
 
 import streamlit as st
 from streamlit_folium import st_folium
@@ -15,8 +19,18 @@ from engine import api
 from engine.errors import ScarpError
 
 MAP_HEIGHT = 640
+PRESENTATION_MAP_HEIGHT = 720  # under the headline and one row of controls, fills a 1440×900 screen
 MAX_SIDE = 1024
 LATEST = 0  # the select boxes' "latest" entry; real ids start at 1
+SWIPE_OFF, SWIPE_PRE_POST, SWIPE_MODELS = "Off", "Pre / post-event", "Two predictions"
+PRESENTATION_CSS = """<style>
+[data-testid="stSidebar"], [data-testid="stSidebarCollapsedControl"], header[data-testid="stHeader"] {
+    display: none;}
+.block-container {padding-top: 1rem; max-width: 100%;}
+html, body, [data-testid="stAppViewContainer"] {font-size: 20px;}
+.scarp-presentation-caption {font-size: 1.7rem; font-weight: 650; line-height: 1.25; white-space: nowrap;
+    overflow: hidden; text-overflow: ellipsis;}
+</style>"""
 
 
 @st.cache_data(show_spinner="Preparing the map layers…", max_entries=8)
@@ -34,17 +48,30 @@ def _layers(
 
 
 workspace = services.workspace()
-st.title("Review")
+# the title (presenting: the one-line headline), then the pickers, the swipe and the presentation switch
+head = st.empty()
+picker_col, swipe_col, mode_col = st.columns([6, 2, 2], vertical_alignment="bottom")
+present = mode_col.toggle(
+    "Presentation mode",
+    key="review.present",
+    help="Full-width map, large type, no sidebar: for showing results to an audience.",
+)
+if present:
+    st.markdown(PRESENTATION_CSS, unsafe_allow_html=True)
+else:
+    head.title("Review")
 
 choices = api.review_choices(workspace)
 if not choices.scenes:
     st.info("No scenes in this workspace yet. Import one on the Scenes page, then run a prediction.")
     st.stop()
 
+# presenting, the pickers and sliders fold away so the map fills the screen
+panel = picker_col.expander("Scene, prediction and layers") if present else st.container()
 scenes = {s.id: s for s in choices.scenes}
 if state.review_scene() not in scenes:  # open on the scene predicted last, else the newest one
     state.set_review_scene(api.latest_predicted_scene(workspace) or list(scenes)[-1])
-scene_id = st.selectbox(
+scene_id = panel.selectbox(
     "Scene", list(scenes), format_func=lambda i: f"{i} · {scenes[i].name}", key=state.REVIEW_SCENE
 )
 choices = api.review_choices(workspace, scene_id)
@@ -54,7 +81,7 @@ if not choices.predictions and not choices.mask_versions:
 
 predictions = {p.id: p for p in choices.predictions}
 masks = {m.id: m for m in choices.mask_versions}
-cols = st.columns(2)
+cols = panel.columns(2)
 picked_prediction = cols[0].selectbox(
     "Prediction",
     [LATEST, *predictions],
@@ -75,13 +102,42 @@ if prediction_id is None and choices.predictions:
     prediction_id = choices.predictions[0].id
 links = tuple((role, s.id) for role, s in api.scene_links(workspace, scene_id).items())
 
+swipes = [SWIPE_OFF]
+if "pre_event" in dict(links):
+    swipes.append(SWIPE_PRE_POST)
+if len(predictions) >= 2:
+    swipes.append(SWIPE_MODELS)
+swipe_kind = swipe_col.selectbox(
+    "Swipe",
+    swipes,
+    key=f"review.swipe.{scene_id}",
+    help="Drag the divider on the map to compare the pre- and post-event images, or two predictions. "
+    "Link a pre-event scene on the Scenes page, or run a second model, to enable them.",
+    disabled=len(swipes) == 1,
+)
+other_prediction = None
+if swipe_kind == SWIPE_MODELS:
+    others = [i for i in predictions if i != prediction_id]
+    other_prediction = panel.selectbox(
+        "Compare with prediction",
+        others,
+        format_func=lambda i: f"{i} · {predictions[i].model_version}",
+        key=f"review.swipe-other.{scene_id}",
+    )
+
 try:
     layers = _layers(str(workspace.root), scene_id, prediction_id, mask_id, links, MAX_SIDE)
+    swipe = None
+    if swipe_kind == SWIPE_PRE_POST:
+        swipe = review_map.pre_post_swipe(layers)
+    elif swipe_kind == SWIPE_MODELS and other_prediction is not None:
+        other = _layers(str(workspace.root), scene_id, other_prediction, None, links, MAX_SIDE)
+        swipe = review_map.two_model_swipe(layers, other)
 except ScarpError as exc:
     st.error(str(exc))
     st.stop()
 
-with st.expander("Layers", expanded=False):
+with panel if present else st.expander("Layers", expanded=False):
     keys = ["scene", *layers.layers, *(["probability"] if layers.probability else []), "outlines"]
     slider_cols = st.columns(min(3, len(keys)))
     opacity = {
@@ -103,7 +159,11 @@ with st.expander("Layers", expanded=False):
         key="review.base_maps",
     )
 
-st.caption(layers.caption)
+if present:
+    headline = html.escape(layers.headline)
+    head.markdown(f'<div class="scarp-presentation-caption">{headline}</div>', unsafe_allow_html=True)
+else:
+    st.caption(layers.caption)
 for note in layers.notes:
     st.warning(note)
 if layers.probability is None:
@@ -114,9 +174,9 @@ if not review_map.static_assets_present():
     st.warning("Leaflet is not installed under app/static, so the map cannot load offline: run `make setup`.")
 
 st_folium(
-    review_map.build_map(layers, opacity, base_maps),
+    review_map.build_map(layers, opacity, base_maps, swipe),
     key=f"review.map.{scene_id}",
     returned_objects=[],
     use_container_width=True,
-    height=MAP_HEIGHT,
+    height=PRESENTATION_MAP_HEIGHT if present else MAP_HEIGHT,
 )

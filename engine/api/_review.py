@@ -4,6 +4,7 @@ Everything here is a pure function of workspace ids, so the page can cache it by
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from engine.errors import InputError, ScarpError
@@ -74,6 +75,7 @@ class ReviewLayers:
     landslides: int
     total_area_m2: float | None
     caption: str
+    headline: str  # the one-line summary a presentation shows: scene · model · landslides · area
     notes: tuple[str, ...] = ()
 
 
@@ -147,6 +149,7 @@ def review_layers(
         landslides=count,
         total_area_m2=area,
         caption=_review_caption(scene.name, prediction, mask, count, area),
+        headline=_headline(scene.name, prediction, mask, count, area),
         notes=tuple(notes),
     )
 
@@ -197,7 +200,19 @@ def _review_caption(
         parts.append("no mask yet")
     else:
         parts.append(f"mask v{mask.id} ({mask.source})")
-        parts.append(f"{count} landslide{'' if count == 1 else 's'}")
-        if area is not None:
-            parts.append(f"{area / 1e6:.3f} km²" if area >= 1e5 else f"{area:,.0f} m²")
+        parts += _landslide_summary(count, area)
     return " · ".join(parts)
+
+
+def _headline(
+    name: str, prediction: Prediction | None, mask: MaskVersion | None, count: int, area: float | None
+) -> str:
+    parts = [Path(name).stem, prediction.model_version if prediction else "no prediction yet"]
+    return " · ".join(parts + (_landslide_summary(count, area) if mask is not None else ["no mask yet"]))
+
+
+def _landslide_summary(count: int, area: float | None) -> list[str]:
+    parts = [f"{count} landslide{'' if count == 1 else 's'}"]
+    if area is not None:
+        parts.append(f"{area / 1e6:.3f} km²" if area >= 1e5 else f"{area:,.0f} m²")
+    return parts
