@@ -116,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     bench_accuracy.add_argument("--bijie", type=Path, default=Path("../shared/data/bijie"))
     bench_accuracy.add_argument("--out", type=Path, default=Path("docs/ACCURACY.md"))
     bench_accuracy.set_defaults(run=_bench_accuracy)
+    cli_train.add_study_commands(bench_kinds)
 
     ship = commands.add_parser(
         "ship", help="copy a trained checkpoint into assets/models/ with a check score"

@@ -47,7 +47,58 @@ def add_commands(commands) -> None:
     pseudo.set_defaults(run=_pseudo_label)
 
 
-def _training_options(parser: argparse.ArgumentParser, epochs: int = 10) -> None:
+def add_study_commands(bench_kinds) -> None:
+    """`bench ablation` and `bench semisup`: resumable series of training runs for docs/ACCURACY.md."""
+    ablation = bench_kinds.add_parser("ablation", help="KDA student: no distillation vs KD vs KDA")
+    ablation.add_argument("--data", type=Path, default=Path("../shared/data/bijie"))
+    ablation.add_argument("--teacher", required=True, type=Path, help="the trained teacher checkpoint")
+    ablation.add_argument("--out", type=Path, required=True, help="folder for the runs")
+    ablation.add_argument("--summary", type=Path, default=Path("docs/results/kda_ablation.json"))
+    _training_options(ablation, epochs=32, teacher=False)
+    ablation.set_defaults(run=_ablation, model="kda_student")
+    semisup = bench_kinds.add_parser("semisup", help="pseudo-label rounds with labels on a fraction of train")
+    semisup.add_argument("--data", type=Path, default=Path("../shared/data/bijie"))
+    semisup.add_argument("--model", default="kda_student", help="architecture")
+    semisup.add_argument("--out", type=Path, required=True, help="folder for the split copies and the runs")
+    semisup.add_argument("--fraction", type=float, default=0.25, help="labelled share of the train ids")
+    semisup.add_argument("--rounds", type=int, default=3)
+    semisup.add_argument("--initial-epochs", type=int, default=40, help="round 0's epochs")
+    semisup.add_argument("--summary", type=Path, default=Path("docs/results/semi_supervised.json"))
+    _training_options(semisup, epochs=8)
+    semisup.set_defaults(run=_semisup)
+
+
+def _ablation(args: argparse.Namespace) -> int:
+    from engine.training.studies import kda_ablation, write_summary
+
+    config = config_from_args(args, 3, "kda_student").replace(distill_epochs=args.distill_epochs)
+    summary = kda_ablation(config, args.data, args.out, args.teacher, progress=EpochPrinter())
+    write_summary(summary, args.summary, _command_line())
+    for row in summary["rows"]:
+        print(f"{row['distill']}: val mIoU {row['miou']:.4f} (epoch {row['best_epoch']})")
+    return 0
+
+
+def _semisup(args: argparse.Namespace) -> int:
+    from engine.training.studies import semi_supervised, write_summary
+
+    config = config_from_args(args, 3, args.model)
+    summary = semi_supervised(
+        config, args.data, args.out, fraction=args.fraction, rounds=args.rounds,
+        initial_epochs=args.initial_epochs, round_args=args, seed=args.seed, progress=EpochPrinter(),
+    )  # fmt: skip
+    write_summary(summary, args.summary, _command_line())
+    print(json.dumps(summary["miou"], indent=2))
+    return 0
+
+
+def _command_line() -> str:
+    from engine.training.train import _command_line as command
+
+    return command()
+
+
+def _training_options(parser: argparse.ArgumentParser, epochs: int = 10, teacher: bool = True) -> None:
     parser.add_argument("--epochs", type=int, default=epochs)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=256, help="training crop size in px")
@@ -60,9 +111,10 @@ def _training_options(parser: argparse.ArgumentParser, epochs: int = 10) -> None
         "--loss", help="weighted losses, e.g. ce=0.4,focal=0.6 (ce wce focal dice lovasz jaccard)"
     )
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="model option")
-    parser.add_argument("--distill", choices=("none", "kd", "kda"), default="none")
     parser.add_argument("--distill-epochs", type=int, default=5)
-    parser.add_argument("--teacher", help="dinov2_vits14|vitb14|vitl14 or a checkpoint")
+    if teacher:
+        parser.add_argument("--distill", choices=("none", "kd", "kda"), default="none")
+        parser.add_argument("--teacher", help="dinov2_vits14|vitb14|vitl14 or a checkpoint")
     parser.add_argument("--teacher-weights", type=Path, help="local DINOv2 weights (.safetensors or .pth)")
     parser.add_argument("--normalisation", choices=("dataset", "per_image"), default="dataset")
     parser.add_argument("--mixup", type=float, default=0.0, help="mix-up Beta(α, α); 0 = off")
@@ -91,9 +143,9 @@ def config_from_args(args: argparse.Namespace, in_channels: int, model: str):
         backbone_lr=args.backbone_lr,
         backbone_lr_end=args.backbone_lr_end,
         loss=_losses(args.loss),
-        distill=args.distill,
-        distill_epochs=args.distill_epochs if args.distill != "none" else 0,
-        teacher=args.teacher,
+        distill=getattr(args, "distill", "none"),
+        distill_epochs=args.distill_epochs if getattr(args, "distill", "none") != "none" else 0,
+        teacher=str(args.teacher) if args.teacher else None,
         teacher_weights=str(args.teacher_weights) if args.teacher_weights else None,
         normalisation=args.normalisation,
         mixup_alpha=args.mixup,

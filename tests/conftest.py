@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -58,3 +59,21 @@ def scene(ws, tmp_path: Path):
     from tests.store_writer import scene_file
 
     return ws.add_scene(scene_file(tmp_path / "incoming"), {"crs": "EPSG:32633"})
+
+
+@pytest.fixture(scope="session")
+def tiny_bijie(data_dir, tmp_path_factory) -> Path:
+    """8 landslide + 2 non-landslide training pairs, 4 validation pairs, linked from the real data."""
+    root = tmp_path_factory.mktemp("bijie_small")
+    src = data_dir / "bijie"
+    splits = json.loads((src / "splits.json").read_text())
+    train_ids = [i for i in splits["train"] if i.startswith("ls_")][:8] + [
+        i for i in splits["train"] if i.startswith("nls_")
+    ][:2]
+    val_ids = [i for i in splits["val"] if i.startswith("ls_")][:4]
+    for sub in ("images", "masks"):
+        (root / sub).mkdir()
+        for stem in train_ids + val_ids:
+            (root / sub / f"{stem}.png").symlink_to(src / sub / f"{stem}.png")
+    (root / "splits.json").write_text(json.dumps({"train": train_ids, "val": val_ids}))
+    return root

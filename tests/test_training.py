@@ -20,24 +20,6 @@ from engine.training.train import train
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def tiny_bijie(data_dir, tmp_path_factory) -> Path:
-    """8 landslide + 2 non-landslide training pairs, 4 validation pairs, linked from the real data."""
-    root = tmp_path_factory.mktemp("bijie_small")
-    src = data_dir / "bijie"
-    splits = json.loads((src / "splits.json").read_text())
-    train_ids = [i for i in splits["train"] if i.startswith("ls_")][:8] + [
-        i for i in splits["train"] if i.startswith("nls_")
-    ][:2]
-    val_ids = [i for i in splits["val"] if i.startswith("ls_")][:4]
-    for sub in ("images", "masks"):
-        (root / sub).mkdir()
-        for stem in train_ids + val_ids:
-            (root / sub / f"{stem}.png").symlink_to(src / sub / f"{stem}.png")
-    (root / "splits.json").write_text(json.dumps({"train": train_ids, "val": val_ids}))
-    return root
-
-
 def small_config(**changes) -> TrainConfig:
     base = {"model": "kda_student", "epochs": 2, "batch_size": 4, "size": 64, "precision": "fp32", "seed": 3}
     return TrainConfig(**{**base, **changes})

@@ -29,6 +29,7 @@ from engine.training.pseudo_select import (
     select_threshold,
     select_top_percent,
 )
+from engine.training.studies import finished, run_once
 
 
 @dataclass(frozen=True)
@@ -126,12 +127,17 @@ def run_rounds(
     parent_id = _register_base(workspace, teacher)
     results = []
     for index in range(1, rounds + 1):
+        student = out_dir / f"round_{index}.safetensors"
+        done = finished(student)  # a rerun of the same command skips finished rounds
+        if done is not None:
+            results.append(RoundResult(index, student, done["miou"], done.get("selected", 0.0), None))
+            teacher = student
+            continue
         threshold = refine_threshold(plan.threshold, index - 1)
         labels, selected = pseudo_labels(teacher, pool, plan.mode, threshold, plan.percent)
         _, card = load_model(teacher)
         config = config_from_args(args, card.in_channels, card.architecture).replace(options=card.options)
         datasets = (torch.utils.data.ConcatDataset([labeled_train, Labeled(pool, labels)]), labeled_val)
-        student = out_dir / f"round_{index}.safetensors"
         snapshot = {
             "labeled": str(plan.labeled),
             "unlabeled": str(plan.unlabeled),
@@ -141,26 +147,24 @@ def run_rounds(
             "round": index,
             "selected": selected,
         }
-        result = train(
-            config,
-            plan.labeled,
+        record = run_once(
             student,
-            split=plan.split,
-            datasets=datasets,
-            init=teacher,
-            progress=progress,
-            provenance={"pseudo_label": snapshot, "teacher": str(teacher)},
-        )
+            lambda resume, c=config, d=datasets, t=teacher, s=snapshot, out=student: train(
+                c, plan.labeled, out, split=plan.split, datasets=d, init=t, resume=resume,
+                progress=progress, provenance={"pseudo_label": s, "teacher": str(t)},
+            ),
+            extra={"selected": selected},
+        )  # fmt: skip
         model_id = None
         if workspace is not None:
             _, trained = load_model(student)
             name = _unique_name(workspace, f"{Path(plan.teacher).stem}-pl{index}")
-            record = workspace.add_model(
+            registered = workspace.add_model(
                 name, card.architecture, config.to_dict(), student,
                 parent_id=parent_id, training_snapshot=snapshot, metrics=trained.metrics,
             )  # fmt: skip
-            model_id = parent_id = record.id
-        results.append(RoundResult(index, student, result.best_miou, selected, model_id))
+            model_id = parent_id = registered.id
+        results.append(RoundResult(index, student, record["miou"], selected, model_id))
         teacher = student
     return results
 

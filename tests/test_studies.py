@@ -1,0 +1,104 @@
+"""The accuracy studies: the semi-supervised split, resumable runs, and both studies end to end (tiny)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from engine.models import build_model
+from engine.models.checkpoint import save_model
+from engine.training import studies
+from engine.training.config import TrainConfig
+
+
+def tiny(**changes) -> TrainConfig:
+    base = {"model": "kda_student", "epochs": 1, "batch_size": 4, "size": 64, "precision": "fp32", "seed": 3}
+    return TrainConfig(**{**base, **changes})
+
+
+def test_the_split_is_disjoint_seeded_and_keeps_val(tiny_bijie, tmp_path):
+    labeled, unlabeled = studies.split_for_semi_supervised(tiny_bijie, tmp_path / "a", 0.25, seed=1)
+    splits = json.loads((labeled / "splits.json").read_text())
+    source = json.loads((tiny_bijie / "splits.json").read_text())
+    pool = sorted(p.stem for p in unlabeled.iterdir())
+    assert len(splits["train"]) == round(0.25 * len(source["train"]))
+    assert sorted(splits["train"] + pool) == sorted(source["train"]) and not set(splits["train"]) & set(pool)
+    assert splits["val"] == sorted(source["val"]) and all(p.is_file() for p in unlabeled.iterdir())
+    assert {p.stem for p in (labeled / "masks").iterdir()} == set(splits["train"] + splits["val"])
+    again, _ = studies.split_for_semi_supervised(tiny_bijie, tmp_path / "b", 0.25, seed=1)
+    assert json.loads((again / "splits.json").read_text()) == splits
+    with pytest.raises(Exception, match="between 0 and 1"):
+        studies.split_for_semi_supervised(tiny_bijie, tmp_path / "c", 1.0, seed=1)
+
+
+def test_a_finished_run_is_skipped_and_an_interrupted_one_resumes(tmp_path):
+    checkpoint = tmp_path / "run.safetensors"
+    calls = []
+
+    class Result:
+        best_miou, best_epoch, epochs_run, history = 0.5, 2, 3, [{"seconds": 1.0}]
+
+    def fake_train(resume: bool):
+        calls.append(resume)
+        checkpoint.write_bytes(b"weights")
+        return Result()
+
+    checkpoint.with_suffix(".resume.pt").write_bytes(b"state")  # left by an interrupted run
+    record = studies.run_once(checkpoint, fake_train, extra={"selected": 0.4})
+    assert calls == [True] and record["miou"] == 0.5 and record["selected"] == 0.4
+    assert studies.run_once(checkpoint, fake_train) == record and calls == [True]  # skipped
+
+
+def test_kda_ablation_trains_one_student_per_mode_from_one_teacher(tiny_bijie, tmp_path):
+    teacher = save_model(build_model("kda_student", 3, 2), tmp_path / "teacher.safetensors")
+    summary = studies.kda_ablation(
+        tiny(distill_epochs=1), tiny_bijie, tmp_path / "ablation", teacher, modes=("none", "kd")
+    )
+    assert [row["distill"] for row in summary["rows"]] == ["none", "kd"]
+    assert all(0 <= row["val_miou"] <= 1 and row["miou"] == row["val_miou"] for row in summary["rows"])
+    studies.write_summary(summary, tmp_path / "ablation.json", "python -m engine bench ablation ...")
+    written = json.loads((tmp_path / "ablation.json").read_text())
+    assert written["command"].startswith("python -m engine") and written["machine"]
+
+
+def test_semi_supervised_rounds_then_a_rerun_trains_nothing(tiny_bijie, tmp_path, monkeypatch):
+    args = argparse.Namespace(
+        epochs=1, batch=4, size=64, optimizer=None, lr=None, lr_end=None, backbone_lr=None,
+        backbone_lr_end=None, loss=None, option=[], distill_epochs=1, teacher=None,
+        teacher_weights=None, normalisation="dataset", mixup=0.0, centerrep=0.0, ohem=0.0, patience=10,
+        seed=0, device="cpu", precision="fp32", workers=0,
+    )  # fmt: skip
+    run = dict(fraction=0.5, rounds=2, initial_epochs=1, round_args=args, modes=("threshold",))
+    summary = studies.semi_supervised(tiny(), tiny_bijie, tmp_path / "semi", **run)
+    assert list(summary["miou"]) == ["round_0", "threshold"] and len(summary["miou"]["threshold"]) == 2
+    assert summary["labelled_images"] == 5
+
+    import engine.training.train as train_module
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(train_module, "train", no_training)
+    assert studies.semi_supervised(tiny(), tiny_bijie, tmp_path / "semi", **run)["miou"] == summary["miou"]
+
+
+def test_the_report_renders_the_study_summaries(tmp_path):
+    from engine.accuracy import ablation_section, semi_supervised_section
+
+    assert "Not run yet" in ablation_section(tmp_path / "missing.json")[-1]
+    meta = {"command": "python -m engine bench x", "commit": "abc", "machine": "cpu", "date": "2026-11-21"}
+    row = {"best_epoch": 3, "epochs_run": 5, "wall_time_s": 120.0, "miou": 0.7}
+    scores = {"val_miou": 0.7, "val_iou": 0.5, "val_f1": 0.6, "val_precision": 0.6, "val_recall": 0.6}
+    ablation = {"teacher": "/x/emr.safetensors", "rows": [{"distill": "kda", **row, **scores}], **meta}
+    (tmp_path / "a.json").write_text(json.dumps(ablation))
+    text = "\n".join(ablation_section(tmp_path / "a.json"))
+    assert "| kda | 70.00 | 50.00 |" in text and "`python -m engine bench x`" in text
+    semi = {
+        "miou": {"round_0": 0.6, "threshold": [0.61, 0.62]}, "rounds": 2, "labelled_images": 5,
+        "initial_epochs": 4, "round_epochs": 2, **meta,
+    }  # fmt: skip
+    (tmp_path / "s.json").write_text(json.dumps(semi))
+    text = "\n".join(semi_supervised_section(tmp_path / "s.json"))
+    assert "| threshold | 60.00 | 61.00 | 62.00 |" in text and "round 2" in text
