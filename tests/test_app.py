@@ -92,6 +92,21 @@ def test_job_panel_shows_progress_cancel_and_failures_in_words(workspace, bijie_
         assert len(api.list_jobs(ws, "queued")) == 1  # the retry
 
 
+def test_two_tabs_see_the_same_job_states(workspace, bijie_pair):
+    with api.open_workspace(workspace) as ws:
+        scene = api.import_scene(ws, bijie_pair[0]).scene
+        job = api.submit_prediction(ws, scene.id, model="no_such_model")
+    tab_a = AppTest.from_file(HOME, default_timeout=60).run()
+    tab_b = AppTest.from_file(HOME, default_timeout=60).run()
+    for tab in (tab_a, tab_b):
+        assert "waiting for the worker" in tab.get("progress")[0].proto.text
+    tab_a.button(key=f"w:cancel-job:{job.id}").click().run()
+    tab_b = AppTest.from_file(HOME, default_timeout=60).run()  # the next poll of the other tab
+    assert len(tab_b.get("progress")) == 0
+    with api.open_workspace(workspace) as ws:
+        assert api.job_status(ws, job.id).status == "cancelled"
+
+
 def test_demo_button_queues_and_a_missing_default_model_is_shown(
     workspace, data_dir, no_default_model, monkeypatch
 ):
