@@ -37,6 +37,7 @@ from engine.jobs_core import (
     job_report,
 )
 from engine.jobs_predict import PREDICT
+from engine.jobs_train import TRAIN
 from engine.jobs_worker import WorkerStatus, ensure_worker, execute_job, serve, worker_status
 from engine.store import Job, Workspace
 
@@ -56,7 +57,7 @@ __all__ = [
     "worker_status",
 ]
 
-HANDLERS: dict[str, JobKind] = {PREDICT.name: PREDICT}
+HANDLERS: dict[str, JobKind] = {PREDICT.name: PREDICT, TRAIN.name: TRAIN}
 """Job kind → handler; the worker looks kinds up here when it runs a job, so a kind added later works."""
 
 QUEUE_NAME = "scarp"

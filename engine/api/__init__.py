@@ -20,6 +20,7 @@ from engine.api._jobs import (
     list_jobs,
     retry_job,
     submit_prediction,
+    submit_training,
     worker_status,
 )
 from engine.api._review import (
@@ -92,6 +93,7 @@ __all__ = [
     "scene_links",
     "scene_thumbnail",
     "submit_prediction",
+    "submit_training",
     "try_demo",
     "unlink_scene",
     "worker_status",

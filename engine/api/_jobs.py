@@ -21,6 +21,17 @@ def submit_prediction(workspace: Workspace, scene_id: int, model: str = "default
     return jobs.submit(workspace, "predict", {"scene_id": scene_id, "model": model, **options})
 
 
+def submit_training(workspace: Workspace, scene_ids: list[int], **options: Any) -> Job:
+    """Queue a fine-tune (or one pseudo-label round) on corrected scenes; see engine/jobs_train.py for
+    the options (base, dataset, mode, epochs, lr, val_folder/val_split or val_scene_ids, name, ...).
+
+    When it succeeds the job's result names the new model version and its before/after scores.
+    """
+    from engine import jobs
+
+    return jobs.submit(workspace, "train", {"scene_ids": list(scene_ids), **options})
+
+
 def cancel_job(workspace: Workspace, job_id: int) -> Job:
     """Takes effect at once; a running job stops at its next progress report and saves nothing."""
     from engine import jobs

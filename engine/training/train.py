@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -91,8 +92,8 @@ def train(
     config = with_paper_defaults(config)
     train_ds, val_ds = datasets if datasets is not None else open_datasets(data, split)
     torch.manual_seed(config.seed)
-    if config.normalisation == "dataset":
-        mean, std = compute_statistics(train_ds)
+    if config.normalisation == "dataset":  # a fine-tune keeps the statistics its start was trained with
+        mean, std = _card_statistics(init) or compute_statistics(train_ds)
         card_stats = {"mean": tuple(float(v) for v in mean), "std": tuple(float(v) for v in std)}
     else:
         mean = std = None
@@ -163,6 +164,17 @@ def train(
     if state.best_epoch == 0:
         raise InputError(out, "training produced no validated checkpoint (no validation data?)")
     return TrainResult(out, state.best_miou, state.best_epoch, state.epochs_done, history, resumed_from)
+
+
+def _card_statistics(checkpoint: str | Path | None) -> tuple[np.ndarray, np.ndarray] | None:
+    if checkpoint is None:
+        return None
+    from engine.models.checkpoint import ModelCard
+
+    card = ModelCard.from_file(Path(checkpoint).with_suffix(".json"))
+    if card.mean is None or card.std is None:
+        return None
+    return np.asarray(card.mean, np.float64), np.asarray(card.std, np.float64)
 
 
 def _method(phase: str, model: nn.Module, config, device, dtype, steps: int, teacher) -> Method:
