@@ -21,6 +21,7 @@ PAGES = [
     st.Page("pages/scenes.py", title="Scenes", icon=":material/satellite_alt:"),
     st.Page("pages/predict.py", title="Predict", icon=":material/play_circle:"),
     st.Page("pages/review.py", title="Review", icon=":material/map:"),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
 ]
 page = st.navigation(PAGES)
 

@@ -13,6 +13,7 @@ _DISPLAY = "display"
 _CONFIRM_DELETE = "confirm_delete"
 _DEMO_JOB = "demo_job"
 _DISMISSED_JOBS = "dismissed_jobs"
+_TRAIN_JOB = "train_job"
 
 REVIEWER_WIDGET = "reviewer_widget"  # the sidebar text input's key; its value is copied to _REVIEWER
 
@@ -85,6 +86,15 @@ def review_scene() -> int | None:
 def set_review_scene(scene_id: int) -> None:
     """Open the Review page on this scene (set before switching to it)."""
     st.session_state[REVIEW_SCENE] = scene_id
+
+
+def train_job() -> int | None:
+    """The training job the Train page follows (its chart and before/after scores)."""
+    return _get(_TRAIN_JOB, None)
+
+
+def set_train_job(job_id: int | None) -> None:
+    st.session_state[_TRAIN_JOB] = job_id
 
 
 def dismissed_jobs() -> set[int]:

@@ -152,6 +152,7 @@ class JobReport:
     eta_s: float | None
     error: str | None
     result: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)  # per-epoch figures of a training job
 
 
 def job_report(job: Job) -> JobReport:
@@ -169,6 +170,7 @@ def job_report(job: Job) -> JobReport:
     elif job.status == "queued" and not text:
         text = "waiting for the worker"
     eta = data.get("eta_s") if job.status == "running" else None
+    result = dict(data.get("result") or {}) if job.status == "succeeded" else {}
     return JobReport(
         id=job.id,
         kind=job.kind,
@@ -178,7 +180,8 @@ def job_report(job: Job) -> JobReport:
         progress=job.progress,
         eta_s=float(eta) if isinstance(eta, int | float) else None,
         error=job.error,
-        result=dict(data.get("result") or {}) if job.status == "succeeded" else {},
+        result=result,
+        history=list(data.get("history") or result.get("history") or []),
     )
 
 

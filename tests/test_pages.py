@@ -148,3 +148,40 @@ def test_predict_queues_a_job_per_scene_without_waiting(workspace, bijie_pair, t
 def test_the_demo_folder_is_found_beside_the_repository(data_dir, monkeypatch):
     monkeypatch.delenv("SCARP_DEMO_DIR", raising=False)
     assert api.find_demo_dir().resolve() == data_dir.resolve()
+
+
+def test_train_page_without_corrections_shows_the_way(workspace):
+    at = open_page("pages/train.py")
+    assert not at.exception and "No corrected scenes yet" in at.info[0].value
+
+
+def test_train_page_queues_a_fine_tune_and_shows_its_scores(workspace, bijie_pair, tiny_bijie):
+    from engine.io.masks import read_mask
+    from engine.io.raster import describe
+    from engine.io.writers import write_raster
+
+    with api.open_workspace(workspace) as ws:
+        scene = api.import_scene(ws, bijie_pair[0]).scene
+        truth = (read_mask(bijie_pair[1]) > 0).astype("uint8")
+        d = describe(scene.path)
+        ws.save_mask_version(
+            scene.id, lambda p: write_raster(p, truth, d), parent_id=None, source="correction", author="ana"
+        )
+    at = open_page("pages/train.py")
+    assert at.multiselect(key="w:train:scenes").value == [scene.id]
+    at.number_input(key="w:train:epochs").set_value(1).run()
+    at.text_input(key="w:train:val-folder").input(str(tiny_bijie)).run()
+    at.button(key="w:train:go").click().run()
+    assert not at.exception, at.exception
+    with api.open_workspace(workspace) as ws:
+        (job,) = api.list_jobs(ws)
+    assert job.kind == "train" and job.params["epochs"] == 1 and job.params["scene_ids"] == [scene.id]
+    assert "Training job 1" in [h.value for h in at.subheader]
+    from engine.jobs import HANDLERS
+    from engine.jobs_worker import execute_job
+
+    execute_job(workspace, job.id, HANDLERS)  # as the worker would
+    at.run()
+    assert not at.exception, at.exception
+    assert at.success[0].value.startswith("Registered")
+    assert [m.label for m in at.metric] == ["mIoU", "landslide IoU", "F1"] and "vs base" in at.metric[0].delta

@@ -150,6 +150,26 @@ def model_choices(workspace: Workspace, *, random_weights: bool = True) -> list[
     return choices
 
 
+def base_model_choices(workspace: Workspace) -> list[ModelChoice]:
+    """What training can start from: the default and shipped models, then the workspace's versions
+    (by id, so the new version records its parent); newest workspace versions first."""
+    choices = [c for c in model_choices(workspace, random_weights=False) if c.kind != "workspace"]
+    return choices + [
+        ModelChoice(f"{m.name} (workspace, {m.architecture})", str(m.id), "workspace")
+        for m in reversed(workspace.list_models())
+    ]
+
+
+def trainable_scenes(workspace: Workspace) -> list[Scene]:
+    """Scenes whose latest mask a person made (a correction, or an imported reference mask)."""
+    from engine.jobs_train import TRAINING_SOURCES
+
+    return [
+        s for s in workspace.list_scenes()
+        if (latest := workspace.latest_mask_version(s.id)) is not None and latest.source in TRAINING_SOURCES
+    ]  # fmt: skip
+
+
 def prediction_defaults() -> dict[str, Any]:
     from engine.jobs_predict import DEFAULTS
 

@@ -27,17 +27,21 @@ from engine.store.records import (
     Prediction,
     Scene,
 )
+from engine.store.review import REVIEW_METHODS, REVIEW_STATUSES, ReviewItem
 from engine.store.workspace import MaskConflictError, Workspace, Writer
 
 __all__ = [
     "JOB_FINAL_STATUSES",
     "JOB_STATUSES",
     "MASK_SOURCES",
+    "REVIEW_METHODS",
+    "REVIEW_STATUSES",
     "Job",
     "MaskConflictError",
     "MaskVersion",
     "ModelVersion",
     "Prediction",
+    "ReviewItem",
     "Scene",
     "Workspace",
     "Writer",

@@ -99,10 +99,41 @@ CREATE TABLE scene_links (
 CREATE INDEX scene_links_linked ON scene_links (linked_scene_id);
 """
 
+# Migration 3: the review queue (engine/store/review.py) and the workspace's default model
+# (engine/store/registry.py). A review item is bookkeeping about a window of a scene, not user work:
+# deleting the scene or a prediction it was scored from drops it. The default model is a one-row table
+# whose foreign key keeps the default from being deleted under it.
+SCHEMA_V3_REVIEW = """
+CREATE TABLE review_items (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    scene_id INTEGER NOT NULL REFERENCES scenes (id) ON DELETE CASCADE,
+    tile_row INTEGER NOT NULL CHECK (tile_row >= 0),
+    tile_col INTEGER NOT NULL CHECK (tile_col >= 0),
+    height INTEGER NOT NULL CHECK (height > 0),
+    width INTEGER NOT NULL CHECK (width > 0),
+    method TEXT NOT NULL CHECK (method IN ('entropy', 'disagreement')),
+    score REAL NOT NULL,
+    prediction_id INTEGER NOT NULL REFERENCES predictions (id) ON DELETE CASCADE,
+    other_prediction_id INTEGER REFERENCES predictions (id) ON DELETE CASCADE,
+    status TEXT NOT NULL DEFAULT 'todo' CHECK (status IN ('todo', 'accepted', 'corrected', 'rejected')),
+    reviewer TEXT NOT NULL DEFAULT '',
+    updated TEXT,
+    UNIQUE (scene_id, tile_row, tile_col, height, width)
+);
+CREATE INDEX review_items_rank ON review_items (score DESC, id);
+CREATE INDEX review_items_prediction ON review_items (prediction_id);
+CREATE INDEX review_items_other_prediction ON review_items (other_prediction_id);
+
+CREATE TABLE workspace_settings (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    default_model_id INTEGER REFERENCES models (id) ON DELETE RESTRICT
+);
+INSERT INTO workspace_settings (id) VALUES (1);
+"""
 
 # Forward migrations, oldest first; the schema version of a database is how many of them it has had.
 # Append new scripts, never edit a released one: workspaces out there already ran it.
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2_SCENE_LINKS]
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2_SCENE_LINKS, SCHEMA_V3_REVIEW]
 
 
 def schema_version() -> int:

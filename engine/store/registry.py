@@ -6,13 +6,16 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from engine.errors import InputError, NotFoundError, ScarpError
+from engine.errors import InputError, NotFoundError
 from engine.store.base import WorkspaceBase
 from engine.store.records import ModelVersion, model_from_row, to_json, utc_now
 
 
 class ModelRegistry(WorkspaceBase):
-    """Model versions in a workspace; names are unique so people can refer to a model by name."""
+    """Model versions in a workspace; names are unique so people can refer to a model by name.
+
+    One of them may be the workspace default (a one-row settings table), which cannot be deleted.
+    """
 
     def add_model(
         self,
@@ -79,23 +82,27 @@ class ModelRegistry(WorkspaceBase):
         return model_from_row(row, self.root)
 
     def delete_model(self, model_id: int) -> None:
-        """Forget a model; refused while other models were trained from it, so lineage never breaks.
+        """Forget a model; refused while it is the workspace default or other models were trained from it.
 
         A checkpoint under the workspace's models/ folder that no other model uses is removed after the
         commit; a checkpoint elsewhere belongs to the user and is left alone.
         """
         with self._tx() as conn:
             model = model_from_row(self._model_row(conn, model_id), self.root)
+            who = f"model {model_id} ({model.name})"
+            if self._default_model_id(conn) == model_id:
+                raise InputError(who, "cannot be deleted: it is the workspace default; choose another first")
             children = conn.execute(
                 "SELECT id, name FROM models WHERE parent_id = ? ORDER BY id", (model_id,)
             )
             named = [f"{row['id']} ({row['name']})" for row in children.fetchall()]
             if named:
-                raise ScarpError(
-                    f"Model {model_id} ({model.name}) cannot be deleted: model"
-                    f"{'s' if len(named) > 1 else ''} {', '.join(named)} "
-                    f"{'were' if len(named) > 1 else 'was'} trained from it. Delete "
-                    f"{'those' if len(named) > 1 else 'that one'} first."
+                many = len(named) > 1
+                raise InputError(
+                    who,
+                    f"cannot be deleted: model{'s' if many else ''} {', '.join(named)} "
+                    f"{'were' if many else 'was'} trained from it; "
+                    f"delete {'those' if many else 'that one'} first",
                 )
             conn.execute("DELETE FROM models WHERE id = ?", (model_id,))
             shared = conn.execute(
@@ -103,6 +110,22 @@ class ModelRegistry(WorkspaceBase):
             ).fetchone()[0]
         if not shared and model.checkpoint_path.resolve().is_relative_to(self.root / "models"):
             self._remove_files([model.checkpoint_path])
+
+    def set_default_model(self, model_id: int | None) -> ModelVersion | None:
+        """Make a model the workspace default (None clears it); returns the new default."""
+        with self._tx() as conn:
+            row = None if model_id is None else self._model_row(conn, model_id)
+            conn.execute("UPDATE workspace_settings SET default_model_id = ? WHERE id = 1", (model_id,))
+        return None if row is None else model_from_row(row, self.root)
+
+    def default_model(self) -> ModelVersion | None:
+        with self._tx(write=False) as conn:
+            model_id = self._default_model_id(conn)
+            return None if model_id is None else model_from_row(self._model_row(conn, model_id), self.root)
+
+    @staticmethod
+    def _default_model_id(conn: sqlite3.Connection) -> int | None:
+        return conn.execute("SELECT default_model_id FROM workspace_settings WHERE id = 1").fetchone()[0]
 
     def _model_row(self, conn: sqlite3.Connection, model_id: int) -> sqlite3.Row:
         row = conn.execute("SELECT * FROM models WHERE id = ?", (model_id,)).fetchone()

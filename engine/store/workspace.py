@@ -32,6 +32,7 @@ from engine.store.records import (
     utc_now,
 )
 from engine.store.registry import ModelRegistry
+from engine.store.review import ReviewQueue
 
 Writer = Callable[[Path], None]
 """Writes a complete file at the path it is given (with rasterio, numpy, PIL...); the store owns names."""
@@ -49,7 +50,7 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
-class Workspace(ModelRegistry, JobQueue, SceneLinks):
+class Workspace(ModelRegistry, JobQueue, SceneLinks, ReviewQueue):
     """A landslide mapping workspace folder: `scarp.db` plus scenes/, masks/, predictions/, models/, tmp/."""
 
     # --- scenes -------------------------------------------------------------------------------------

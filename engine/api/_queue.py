@@ -1,0 +1,120 @@
+"""The review queue and the models registry, as the Review and Models pages call them.
+
+Queue items are scenes or tiles ranked by model uncertainty or by the disagreement of two predictions
+(engine/review_queue.py explains the scores); reviewers walk them with next/previous and mark each one.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
+
+from engine import review_queue
+from engine.errors import InputError
+from engine.store import ModelVersion, ReviewItem, Workspace
+
+
+def build_review_queue(
+    workspace: Workspace,
+    scene_ids: int | Sequence[int],
+    method: str = "entropy",
+    tile: int | None = 512,
+    predictions: Sequence[int] | None = None,
+) -> list[ReviewItem]:
+    """Rank the scenes (tile=None) or their tiles; statuses already given to the same windows are kept."""
+    return review_queue.build_queue(workspace, scene_ids, method, tile, predictions)
+
+
+def review_items(
+    workspace: Workspace, scene_ids: Sequence[int] | None = None, status: str | None = None
+) -> list[ReviewItem]:
+    """Highest score first; only items in `status` when given."""
+    return workspace.review_items(scene_ids, status=status)
+
+
+def set_review_status(workspace: Workspace, item_id: int, status: str, reviewer: str = "") -> ReviewItem:
+    return workspace.set_review_status(item_id, status, reviewer)
+
+
+def next_review_item(
+    workspace: Workspace,
+    item_id: int | None,
+    scene_ids: Sequence[int] | None = None,
+    status: str | None = None,
+) -> ReviewItem | None:
+    """The item ranked after `item_id` (the first when None) that is in `status`; None at the end."""
+    return workspace.adjacent_review_item(item_id, 1, scene_ids=scene_ids, status=status)
+
+
+def previous_review_item(
+    workspace: Workspace,
+    item_id: int | None,
+    scene_ids: Sequence[int] | None = None,
+    status: str | None = None,
+) -> ReviewItem | None:
+    """The item ranked before `item_id` (the last when None) that is in `status`; None at the start."""
+    return workspace.adjacent_review_item(item_id, -1, scene_ids=scene_ids, status=status)
+
+
+def review_progress(workspace: Workspace, scene_ids: Sequence[int] | None = None) -> dict[str, int]:
+    """Items per status (todo, accepted, corrected, rejected) and `total`."""
+    return workspace.review_progress(scene_ids)
+
+
+def rename_model(workspace: Workspace, model_id: int, name: str) -> ModelVersion:
+    return workspace.rename_model(model_id, name)
+
+
+def delete_model(workspace: Workspace, model_id: int) -> None:
+    """Refused (InputError) for the workspace default and for a model others were trained from."""
+    workspace.delete_model(model_id)
+
+
+def set_default_model(workspace: Workspace, model_id: int | None) -> ModelVersion | None:
+    return workspace.set_default_model(model_id)
+
+
+def default_model(workspace: Workspace) -> ModelVersion | None:
+    return workspace.default_model()
+
+
+@dataclass(frozen=True)
+class PredictionComparison:
+    """Where two predictions of a scene disagree.
+
+    `path` is a uint8 GeoTIFF in the workspace's tmp/ on the scene's grid (codes AGREE=0, ONLY_A=1,
+    ONLY_B=2, NO_DATA=255); `preview` the same codes downsampled (longest side ≤ max_side) for the
+    map; `disagreement` the fraction of pixels valid in both whose landslide call differs at 0.5.
+    """
+
+    prediction_a: int
+    prediction_b: int
+    path: Path
+    disagreement: float | None
+    preview: np.ndarray
+
+
+def compare_predictions(
+    workspace: Workspace, prediction_a: int, prediction_b: int, *, max_side: int = 1024
+) -> PredictionComparison:
+    a, b = workspace.get_prediction(prediction_a), workspace.get_prediction(prediction_b)
+    if a.scene_id != b.scene_id:
+        raise InputError(
+            f"predictions {a.id} and {b.id}", f"are of scenes {a.scene_id} and {b.scene_id}, not one scene"
+        )
+    out = workspace.root / "tmp" / f"disagreement_{a.id}_{b.id}.tif"
+    whole = review_queue.write_disagreement(a.raster_path, b.raster_path, out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(out) as ds:
+            scale = min(1.0, max_side / max(ds.width, ds.height))
+            shape = (max(1, round(ds.height * scale)), max(1, round(ds.width * scale)))
+            preview = ds.read(1, out_shape=shape, resampling=Resampling.nearest)
+    return PredictionComparison(a.id, b.id, out, None if whole is None else whole.score, preview)
