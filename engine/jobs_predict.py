@@ -56,7 +56,7 @@ def prepare(workspace: Workspace, params: dict[str, Any]) -> dict[str, Any]:
             raise InputError(name, f"must be one of {', '.join(choices)}, got {merged[name]!r}")
     return {
         "scene_id": scene.id,
-        "model": _model_spec(merged["model"]),
+        "model": _model_spec(_workspace_default(workspace, merged["model"])),
         "tile": tile,
         "overlap": _integer(merged["overlap"], "overlap", 0, tile - 1),
         "batch": _integer(merged["batch"], "batch", 1, 256),
@@ -75,6 +75,14 @@ def _integer(value: Any, name: str, low: int, high: int | None = None) -> int:
         bounds = f"at least {low}" if high is None else f"between {low} and {high}"
         raise InputError(name, f"must be {bounds}, got {value}")
     return value
+
+
+def _workspace_default(workspace: Workspace, spec: Any) -> Any:
+    """`default` means the workspace's default version when one is set, else the shipped default."""
+    if spec != "default":
+        return spec
+    chosen = workspace.default_model()
+    return str(chosen.checkpoint_path) if chosen is not None else spec
 
 
 def _model_spec(spec: Any) -> str:

@@ -185,3 +185,8 @@ def test_train_page_queues_a_fine_tune_and_shows_its_scores(workspace, bijie_pai
     assert not at.exception, at.exception
     assert at.success[0].value.startswith("Registered")
     assert [m.label for m in at.metric] == ["mIoU", "landslide IoU", "F1"] and "vs base" in at.metric[0].delta
+    at.button(key="w:train:set-default:1").click().run()
+    with api.open_workspace(workspace) as ws:
+        assert api.default_model(ws).id == 1
+        job = api.submit_prediction(ws, scene.id)  # `default` now means the workspace default
+        assert job.params["model"] == str(api.default_model(ws).checkpoint_path)

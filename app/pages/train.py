@@ -129,7 +129,14 @@ def follow(job_id: int) -> None:
         st.progress(min(max(report.progress, 0.0), 1.0), text=f"{report.stage}: {report.text}")
     elif job.status == "succeeded":
         before, after = report.result["before"], report.result["after"]
-        st.success(f"Registered {report.result['name']} (model {report.result['model_id']}).")
+        model_id = report.result["model_id"]
+        st.success(f"Registered {report.result['name']} (model {model_id}).")
+        default = api.default_model(workspace)
+        if default is not None and default.id == model_id:
+            st.caption("This version is the workspace default: predictions with `default` use it.")
+        elif st.button("Set as default", key=state.widget_key("train", "set-default", model_id)):
+            api.set_default_model(workspace, model_id)
+            st.rerun(scope="fragment")
         mcols = st.columns(3)
         for col, key, label in zip(
             mcols, ("miou", "iou", "f1"), ("mIoU", "landslide IoU", "F1"), strict=True

@@ -132,7 +132,8 @@ def model_choices(workspace: Workspace, *, random_weights: bool = True) -> list[
     """
     from engine.models.shipped import default_name, shipped_names
 
-    default = default_name()
+    chosen = workspace.default_model()
+    default = chosen.name if chosen is not None else default_name()
     choices = [
         ModelChoice(f"default ({default})" if default else "default (none shipped yet)", "default", "default")
     ]
