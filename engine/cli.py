@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine import api, cli_train
+from engine import api, cli_export, cli_train
 from engine.errors import ScarpError
 
 EXIT_USER_ERROR = 2
@@ -69,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--crf", action="store_true", help="with --model: score after DenseCRF")
     evaluate.set_defaults(run=_evaluate)
     cli_train.add_commands(commands)
+    cli_export.add_commands(commands)
 
     predict = commands.add_parser("predict", help="map landslides on a scene with a model or an ensemble")
     predict.add_argument(

@@ -137,7 +137,7 @@ def test_submit_checks_options_before_anything_is_queued(tmp_path, bijie_pair):
         with pytest.raises(NotFoundError):
             api.submit_prediction(ws, 999)
         with pytest.raises(InputError, match="not a job kind"):
-            jobs.submit(ws, "train", {})
+            jobs.submit(ws, "retrain_everything", {})
         assert api.list_jobs(ws) == []
 
         job = api.submit_prediction(ws, scene.id, "segformer_b0", tile=256)

@@ -12,6 +12,7 @@ from engine.api._core import (
     import_scene,
     open_workspace,
 )
+from engine.api._export import EXPORT_FORMATS, Download, export_filename, export_scene, export_scene_bytes
 from engine.api._jobs import (
     cancel_job,
     ensure_worker,
@@ -85,9 +86,11 @@ from engine.store.links import LINK_ROLES
 __all__ = [
     "DEMO_LINKS",
     "DEMO_SCENE",
+    "EXPORT_FORMATS",
     "LINK_ROLES",
     "REVIEW_STATUSES",
     "DemoStart",
+    "Download",
     "ImportResult",
     "MaskChange",
     "ModelChoice",
@@ -107,6 +110,9 @@ __all__ = [
     "describe",
     "ensure_worker",
     "evaluate_masks",
+    "export_filename",
+    "export_scene",
+    "export_scene_bytes",
     "find_demo_dir",
     "import_path",
     "import_scene",

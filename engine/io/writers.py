@@ -87,9 +87,12 @@ def write_raster(
 
 def export_cog(src: str | Path, dst: str | Path) -> Path:
     """Copy a GeoTIFF to a Cloud-Optimized GeoTIFF, keeping CRS and transform, for hand-off to GIS tools."""
-    with rasterio.open(src) as ds:
-        resampling = "AVERAGE" if np.dtype(ds.dtypes[0]).kind == "f" else "NEAREST"
-    with atomic_write(Path(dst)) as tmp, warnings.catch_warnings():
+    with warnings.catch_warnings():  # a pixel-space mask has no georeferencing to keep
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        rasterio.shutil.copy(src, tmp, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=512, RESAMPLING=resampling)
+        with rasterio.open(src) as ds:
+            resampling = "AVERAGE" if np.dtype(ds.dtypes[0]).kind == "f" else "NEAREST"
+        with atomic_write(Path(dst)) as tmp:
+            rasterio.shutil.copy(
+                src, tmp, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=512, RESAMPLING=resampling
+            )
     return Path(dst)
