@@ -21,7 +21,10 @@ PAGES = [
     st.Page("pages/scenes.py", title="Scenes", icon=":material/satellite_alt:"),
     st.Page("pages/predict.py", title="Predict", icon=":material/play_circle:"),
     st.Page("pages/review.py", title="Review", icon=":material/map:"),
+    st.Page("pages/correct.py", title="Correct", icon=":material/edit:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/models.py", title="Models", icon=":material/inventory_2:"),
+    st.Page("pages/export.py", title="Export", icon=":material/download:"),
 ]
 page = st.navigation(PAGES)
 

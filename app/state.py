@@ -14,6 +14,10 @@ _CONFIRM_DELETE = "confirm_delete"
 _DEMO_JOB = "demo_job"
 _DISMISSED_JOBS = "dismissed_jobs"
 _TRAIN_JOB = "train_job"
+_EDITS = "edit_sessions"
+_EDIT_TILE = "edit_tile"
+_QUEUE_ITEM = "queue_item"
+_DRAWING_ROUND = "drawing_round"
 
 REVIEWER_WIDGET = "reviewer_widget"  # the sidebar text input's key; its value is copied to _REVIEWER
 
@@ -95,6 +99,47 @@ def train_job() -> int | None:
 
 def set_train_job(job_id: int | None) -> None:
     st.session_state[_TRAIN_JOB] = job_id
+
+
+def edit_session(scene_id: int) -> Any | None:
+    """The scene's unsaved edits (an engine EditSession), kept across reruns until saved or discarded."""
+    return _get(_EDITS, {}).get(scene_id)
+
+
+def set_edit_session(scene_id: int, session: Any | None) -> None:
+    sessions = _get(_EDITS, {})
+    if session is None:
+        sessions.pop(scene_id, None)
+    else:
+        sessions[scene_id] = session
+
+
+def edit_tile(scene_id: int) -> int:
+    """Which tile of the scene the tile editor shows (an index into its tile grid)."""
+    return int(_get(_EDIT_TILE, {}).get(scene_id, 0))
+
+
+def set_edit_tile(scene_id: int, index: int) -> None:
+    _get(_EDIT_TILE, {})[scene_id] = int(index)
+
+
+def queue_item() -> int | None:
+    """The review-queue item being looked at."""
+    return _get(_QUEUE_ITEM, None)
+
+
+def set_queue_item(item_id: int | None) -> None:
+    st.session_state[_QUEUE_ITEM] = item_id
+
+
+def drawing_round(scene_id: int) -> int:
+    """Bumped after the drawn shapes or strokes are applied, so the map and canvas start clean."""
+    return int(_get(_DRAWING_ROUND, {}).get(scene_id, 0))
+
+
+def next_drawing_round(scene_id: int) -> None:
+    rounds = _get(_DRAWING_ROUND, {})
+    rounds[scene_id] = rounds.get(scene_id, 0) + 1
 
 
 def dismissed_jobs() -> set[int]:

@@ -139,6 +139,17 @@ def grow_from_probability(
     return labels == labels[row, col]
 
 
+def seeds(marks: np.ndarray) -> list[tuple[int, int]]:
+    """One (row, col) per connected blob of `marks` (e.g. clicks on a canvas): the blob's centre pixel."""
+    count, labels, _, centroids = cv2.connectedComponentsWithStats(
+        np.asarray(marks, np.uint8), connectivity=8
+    )
+    h, w = labels.shape
+    return [
+        (min(h - 1, round(cy)), min(w - 1, round(cx))) for cx, cy in centroids[1:count]
+    ]  # fmt: skip
+
+
 def grabcut(rgb: np.ndarray, rough_region: np.ndarray, iterations: int = 5) -> np.ndarray:
     """OpenCV GrabCut inside a rough outline: outside is sure background, inside probable landslide.
 

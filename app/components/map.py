@@ -9,6 +9,7 @@ plain functions so they are tested without a browser.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,9 @@ from engine.api import ReviewLayers
 STATIC_ROOT = Path(__file__).resolve().parents[1] / "static"
 LEAFLET_JS = [("leaflet", "/app/static/leaflet/leaflet.js")]
 LEAFLET_CSS = [("leaflet_css", "/app/static/leaflet/leaflet.css")]
+DRAW_JS = [("leaflet_draw_js", "/app/static/leaflet-draw/leaflet.draw.js")]
+DRAW_CSS = [("leaflet_draw_css", "/app/static/leaflet-draw/leaflet.draw.css")]
+WORKING_COLOUR = "#ff3b30"  # the unsaved mask on the Correct page
 
 DEFAULT_OPACITY = {
     "scene": 1.0,
@@ -331,4 +335,32 @@ def build_map(
     folium.LayerControl(collapsed=False).add_to(m)
     m.add_child(_FitControl([[south, west], [north, east]]))
     m.fit_bounds([[south, west], [north, east]])
+    return m
+
+
+def edit_map(layers: ReviewLayers, working: dict | None) -> folium.Map:
+    """The review map for correcting: the working (unsaved) mask's outlines in red instead of the saved
+    ones, and Leaflet.draw's polygon and rectangle tools (served locally) to draw what to add or erase."""
+    from folium.plugins import Draw
+
+    m = build_map(dataclasses.replace(layers, polygons=None), {"probability": 0.5})
+    if working is not None and working["features"]:
+        folium.GeoJson(
+            working,
+            name="Working mask",
+            style_function=lambda f: {"color": WORKING_COLOUR, "weight": 2, "fillOpacity": 0.15},
+            interactive=False,
+        ).add_to(m)
+    draw = Draw(
+        export=False,
+        draw_options={
+            "polyline": False, "circle": False, "circlemarker": False, "marker": False,
+            "polygon": {"allowIntersection": False, "showArea": False},
+            "rectangle": {"showArea": False},
+        },
+        edit_options={"edit": False, "remove": True},
+    )  # fmt: skip
+    draw.default_js = list(DRAW_JS)
+    draw.default_css = list(DRAW_CSS)
+    draw.add_to(m)
     return m

@@ -26,13 +26,17 @@ from engine.api._jobs import (
 )
 from engine.api._masks import (
     MaskChange,
+    TileView,
     load_mask,
     mask_history,
+    mask_outlines,
     open_edit_session,
     revert_mask,
     save_edited_mask,
     save_tile_edit,
     scene_grid,
+    tile_grid,
+    tile_view,
 )
 from engine.api._queue import (
     PredictionComparison,
@@ -79,6 +83,7 @@ from engine.api._scenes import (
     try_demo,
     workspace_summary,
 )
+from engine.editing import EditSession, grabcut, grow_from_probability, rasterize_geometry, seeds
 from engine.io.raster import describe
 from engine.store import REVIEW_STATUSES
 from engine.store.links import LINK_ROLES
@@ -91,6 +96,7 @@ __all__ = [
     "REVIEW_STATUSES",
     "DemoStart",
     "Download",
+    "EditSession",
     "ImportResult",
     "MaskChange",
     "ModelChoice",
@@ -98,6 +104,7 @@ __all__ = [
     "ReviewChoices",
     "ReviewLayers",
     "SceneInfo",
+    "TileView",
     "band_presets",
     "base_model_choices",
     "build_review_queue",
@@ -114,6 +121,8 @@ __all__ = [
     "export_scene",
     "export_scene_bytes",
     "find_demo_dir",
+    "grabcut",
+    "grow_from_probability",
     "import_path",
     "import_scene",
     "import_upload",
@@ -125,6 +134,7 @@ __all__ = [
     "list_scenes",
     "load_mask",
     "mask_history",
+    "mask_outlines",
     "mask_version_count",
     "model_choices",
     "next_review_item",
@@ -132,6 +142,7 @@ __all__ = [
     "open_workspace",
     "prediction_defaults",
     "previous_review_item",
+    "rasterize_geometry",
     "rename_model",
     "retry_job",
     "revert_mask",
@@ -145,10 +156,13 @@ __all__ = [
     "scene_info",
     "scene_links",
     "scene_thumbnail",
+    "seeds",
     "set_default_model",
     "set_review_status",
     "submit_prediction",
     "submit_training",
+    "tile_grid",
+    "tile_view",
     "trainable_scenes",
     "try_demo",
     "unlink_scene",

@@ -184,3 +184,56 @@ def _open_or_empty(version: MaskVersion | None, grid: SceneDescriptor) -> Iterat
         return
     with open_mask(version.raster_path, like=grid) as source:
         yield lambda y, x, h, w: source.read((y, x, h, w))
+
+
+@dataclass(frozen=True)
+class TileView:
+    """What the tile editor shows: the tile's true colour and the latest prediction's probability."""
+
+    window: Box
+    rgb: np.ndarray  # (h, w, 3) uint8, stretched on the tile
+    probability: np.ndarray | None  # (h, w) float32, NaN where invalid
+
+
+def tile_grid(ws: Workspace, scene_id: int, tile: int) -> list[Box]:
+    """The scene cut into tile × tile windows (the last row and column smaller), row by row."""
+    grid = scene_grid(ws, scene_id)
+    return [
+        (y, x, min(tile, grid.height - y), min(tile, grid.width - x))
+        for y in range(0, grid.height, tile)
+        for x in range(0, grid.width, tile)
+    ]
+
+
+def tile_view(ws: Workspace, scene_id: int, window: Box) -> TileView:
+    from engine.io.bands import percentile_stretch, resolve_bands
+    from engine.io.raster import open_scene
+
+    scene = ws.get_scene(scene_id)
+    grid = scene_grid(ws, scene_id)
+    window = check_window(window, grid)
+    with open_scene(scene.path) as opened:
+        data = opened.read_float(window)
+        valid = opened.valid(data)
+    rgb = np.moveaxis(percentile_stretch(data[list(resolve_bands(grid, "rgb"))], valid), 0, -1)
+    predictions = ws.list_predictions(scene_id)
+    probability = None
+    if predictions:
+        with open_scene(predictions[-1].raster_path) as opened:
+            probability = opened.read_float(window)[0]
+    return TileView(window, np.ascontiguousarray(rgb), probability)
+
+
+def mask_outlines(ws: Workspace, scene_id: int, mask: np.ndarray) -> dict:
+    """GeoJSON outlines (as the review map draws them) of an unsaved mask of the whole scene."""
+    import tempfile
+
+    from engine.io.vector import landslide_polygons, to_geojson
+
+    grid = scene_grid(ws, scene_id)
+    binary = _binary(mask, (grid.height, grid.width))
+    scratch = ws.root / "tmp"
+    scratch.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch) as folder:
+        path = write_raster(f"{folder}/working.tif", binary, grid)
+        return to_geojson(landslide_polygons(path), grid)
