@@ -14,17 +14,18 @@ from app.components import jobs
 from engine import api
 from engine.errors import ScarpError
 
-st.set_page_config(page_title="Scarp · landslide mapping", page_icon=":material/landslide:", layout="wide")
+ICON = Path(__file__).with_name("icon.png")  # a file, not a Material icon: those load from the internet
+st.set_page_config(page_title="Scarp · landslide mapping", page_icon=str(ICON), layout="wide")
 
 PAGES = [
-    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
-    st.Page("pages/scenes.py", title="Scenes", icon=":material/satellite_alt:"),
-    st.Page("pages/predict.py", title="Predict", icon=":material/play_circle:"),
-    st.Page("pages/review.py", title="Review", icon=":material/map:"),
-    st.Page("pages/correct.py", title="Correct", icon=":material/edit:"),
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
-    st.Page("pages/models.py", title="Models", icon=":material/inventory_2:"),
-    st.Page("pages/export.py", title="Export", icon=":material/download:"),
+    st.Page("views/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("views/scenes.py", title="Scenes", icon=":material/satellite_alt:"),
+    st.Page("views/predict.py", title="Predict", icon=":material/play_circle:"),
+    st.Page("views/review.py", title="Review", icon=":material/map:"),
+    st.Page("views/correct.py", title="Correct", icon=":material/edit:"),
+    st.Page("views/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("views/models.py", title="Models", icon=":material/inventory_2:"),
+    st.Page("views/export.py", title="Export", icon=":material/download:"),
 ]
 page = st.navigation(PAGES)
 

@@ -67,7 +67,7 @@ def test_home_counts_and_sidebar_keeps_the_reviewer(workspace, bijie_pair):
     at.sidebar.text_input[0].input("Ana").run()
     # On reruns of an st.navigation app AppTest shows only the page's own elements (not the shared
     # sidebar or job panel), so those are checked on first runs.
-    at.switch_page("pages/predict.py").run()
+    at.switch_page("views/predict.py").run()
     assert not at.exception and at.title[0].value == "Predict"
 
 

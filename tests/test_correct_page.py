@@ -50,7 +50,7 @@ def open_correct(reviewer: str = "ana") -> AppTest:
     at = AppTest.from_file(HOME, default_timeout=60)
     at.session_state["reviewer"] = reviewer
     at.run()
-    at.switch_page("pages/correct.py").run()
+    at.switch_page("views/correct.py").run()
     assert not at.exception, at.exception
     return at
 

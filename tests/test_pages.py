@@ -41,7 +41,7 @@ def text_of(at: AppTest) -> str:
 
 
 def test_scenes_imports_a_server_path_and_lists_it_with_its_facts(workspace, bijie_pair):
-    at = open_page("pages/scenes.py")
+    at = open_page("views/scenes.py")
     assert "No scenes yet" in at.info[0].value
     import_by_path(at, bijie_pair[0])
     assert not at.exception
@@ -65,7 +65,7 @@ def test_scenes_shows_georeferenced_facts_and_links_a_layer(workspace, iburi_pos
     with api.open_workspace(workspace) as ws:
         post = api.import_scene(ws, iburi_post).scene
         dem = api.import_scene(ws, data_dir / "iburi_s2" / "dsm.tif").scene
-    at = open_page("pages/scenes.py")
+    at = open_page("views/scenes.py")
     listing = text_of(at)
     assert "EPSG:4326" in listing and "Resolution:" in listing and "Bounds (lon/lat): 141." in listing
     at.selectbox(key=f"w:scenes:link:dem:{post.id}").set_value(dem.id).run()
@@ -75,7 +75,7 @@ def test_scenes_shows_georeferenced_facts_and_links_a_layer(workspace, iburi_pos
 
 
 def test_a_bad_path_is_one_line_of_error_and_no_traceback(workspace, tmp_path):
-    at = open_page("pages/scenes.py")
+    at = open_page("views/scenes.py")
     import_by_path(at, tmp_path / "missing.tif")
     assert not at.exception
     (error,) = at.error
@@ -91,7 +91,7 @@ def test_a_bad_path_is_one_line_of_error_and_no_traceback(workspace, tmp_path):
 def test_delete_asks_first(workspace, bijie_pair):
     with api.open_workspace(workspace) as ws:
         scene = api.import_scene(ws, bijie_pair[0]).scene
-    at = open_page("pages/scenes.py")
+    at = open_page("views/scenes.py")
     at.button(key=f"w:scenes:delete:{scene.id}").click().run()
     assert "Delete scene 1" in at.warning[0].value
     at.button(key=f"w:scenes:delete-no:{scene.id}").click().run()
@@ -107,7 +107,7 @@ def test_delete_asks_first(workspace, bijie_pair):
 def test_deleting_a_scene_with_masks_names_them_and_drops_them_only_when_asked(workspace, bijie_pair):
     with api.open_workspace(workspace) as ws:
         scene = api.import_scene(ws, bijie_pair[0], mask=bijie_pair[1]).scene
-    at = open_page("pages/scenes.py")
+    at = open_page("views/scenes.py")
     at.button(key=f"w:scenes:delete:{scene.id}").click().run()
     assert "1 mask version (reviewed work)" in at.warning[0].value
     yes = at.button(key=f"w:scenes:delete-yes:{scene.id}")
@@ -119,7 +119,7 @@ def test_deleting_a_scene_with_masks_names_them_and_drops_them_only_when_asked(w
 
 
 def test_predict_without_scenes_shows_an_empty_state(workspace):
-    at = open_page("pages/predict.py")
+    at = open_page("views/predict.py")
     assert "No scenes to map yet" in at.info[0].value
     assert len(at.button) == 0
 
@@ -127,7 +127,7 @@ def test_predict_without_scenes_shows_an_empty_state(workspace):
 def test_predict_queues_a_job_per_scene_without_waiting(workspace, bijie_pair, tmp_path):
     with api.open_workspace(workspace) as ws:
         first = api.import_scene(ws, bijie_pair[0]).scene
-    at = open_page("pages/predict.py")
+    at = open_page("views/predict.py")
     assert at.button(key="w:predict:go").disabled  # nothing chosen yet
     at.multiselect(key="w:predict:scenes").select(first.id).run()
     at.selectbox(key="w:predict:model").set_value("unet_r34").run()
@@ -151,7 +151,7 @@ def test_the_demo_folder_is_found_beside_the_repository(data_dir, monkeypatch):
 
 
 def test_train_page_without_corrections_shows_the_way(workspace):
-    at = open_page("pages/train.py")
+    at = open_page("views/train.py")
     assert not at.exception and "No corrected scenes yet" in at.info[0].value
 
 
@@ -167,7 +167,7 @@ def test_train_page_queues_a_fine_tune_and_shows_its_scores(workspace, bijie_pai
         ws.save_mask_version(
             scene.id, lambda p: write_raster(p, truth, d), parent_id=None, source="correction", author="ana"
         )
-    at = open_page("pages/train.py")
+    at = open_page("views/train.py")
     assert at.multiselect(key="w:train:scenes").value == [scene.id]
     at.number_input(key="w:train:epochs").set_value(1).run()
     at.text_input(key="w:train:val-folder").input(str(tiny_bijie)).run()

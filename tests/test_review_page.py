@@ -13,7 +13,7 @@ from engine import api
 from engine.io.raster import describe
 from engine.io.writers import write_raster
 
-PAGE = str(Path(__file__).resolve().parents[1] / "app" / "pages" / "review.py")
+PAGE = str(Path(__file__).resolve().parents[1] / "app" / "views" / "review.py")
 CDNS = ("cdn.jsdelivr.net", "unpkg.com", "cdnjs", "code.jquery.com", "bootstrapcdn")
 
 

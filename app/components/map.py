@@ -10,6 +10,7 @@ plain functions so they are tested without a browser.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -269,6 +270,7 @@ def build_map(
     opacity: dict[str, float] | None = None,
     base_maps: bool = False,
     swipe: Swipe | None = None,
+    extra: Callable[[folium.Map], None] | None = None,
 ) -> folium.Map:
     """The folium map of one scene's review layers, fitted to the scene; with `swipe`, a pair of
     overlays split by a slider."""
@@ -332,6 +334,8 @@ def build_map(
         ).add_to(m)
     if layers.legend:
         m.add_child(_Legend(layers.legend))
+    if extra is not None:  # before the layer control, whose script names every layer defined so far
+        extra(m)
     folium.LayerControl(collapsed=False).add_to(m)
     m.add_child(_FitControl([[south, west], [north, east]]))
     m.fit_bounds([[south, west], [north, east]])
@@ -343,24 +347,25 @@ def edit_map(layers: ReviewLayers, working: dict | None) -> folium.Map:
     ones, and Leaflet.draw's polygon and rectangle tools (served locally) to draw what to add or erase."""
     from folium.plugins import Draw
 
-    m = build_map(dataclasses.replace(layers, polygons=None), {"probability": 0.5})
-    if working is not None and working["features"]:
-        folium.GeoJson(
-            working,
-            name="Working mask",
-            style_function=lambda f: {"color": WORKING_COLOUR, "weight": 2, "fillOpacity": 0.15},
-            interactive=False,
-        ).add_to(m)
-    draw = Draw(
-        export=False,
-        draw_options={
-            "polyline": False, "circle": False, "circlemarker": False, "marker": False,
-            "polygon": {"allowIntersection": False, "showArea": False},
-            "rectangle": {"showArea": False},
-        },
-        edit_options={"edit": False, "remove": True},
-    )  # fmt: skip
-    draw.default_js = list(DRAW_JS)
-    draw.default_css = list(DRAW_CSS)
-    draw.add_to(m)
-    return m
+    def add_editing(m: folium.Map) -> None:
+        if working is not None and working["features"]:
+            folium.GeoJson(
+                working,
+                name="Working mask",
+                style_function=lambda f: {"color": WORKING_COLOUR, "weight": 2, "fillOpacity": 0.15},
+                interactive=False,
+            ).add_to(m)
+        draw = Draw(
+            export=False,
+            draw_options={
+                "polyline": False, "circle": False, "circlemarker": False, "marker": False,
+                "polygon": {"allowIntersection": False, "showArea": False},
+                "rectangle": {"showArea": False},
+            },
+            edit_options={"edit": False, "remove": True},
+        )  # fmt: skip
+        draw.default_js = list(DRAW_JS)
+        draw.default_css = list(DRAW_CSS)
+        draw.add_to(m)
+
+    return build_map(dataclasses.replace(layers, polygons=None), {"probability": 0.5}, extra=add_editing)

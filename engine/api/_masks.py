@@ -21,7 +21,7 @@ from engine.errors import InputError
 from engine.io.masks import open_mask
 from engine.io.raster import Box, SceneDescriptor
 from engine.io.writers import raster_writer, write_raster
-from engine.store import MaskVersion, Workspace
+from engine.store import MaskVersion, Prediction, Workspace
 
 BLOCK = 1024
 EDIT_SOURCE = "correction"
@@ -41,6 +41,15 @@ class MaskChange:
 def scene_grid(ws: Workspace, scene_id: int) -> SceneDescriptor:
     """The scene's grid (size, CRS, transform) that polygons are rasterized on and masks written to."""
     return _descriptor_of(ws.get_scene(scene_id))
+
+
+def latest_mask_version(ws: Workspace, scene_id: int) -> MaskVersion | None:
+    return ws.latest_mask_version(scene_id)
+
+
+def list_predictions(ws: Workspace, scene_id: int) -> list[Prediction]:
+    """Oldest first."""
+    return ws.list_predictions(scene_id)
 
 
 def load_mask(ws: Workspace, mask_version_id: int, window: Box | None = None) -> np.ndarray:

@@ -68,6 +68,11 @@ def review_progress(workspace: Workspace, scene_ids: Sequence[int] | None = None
     return workspace.review_progress(scene_ids)
 
 
+def list_models(workspace: Workspace) -> list[ModelVersion]:
+    """The workspace's model versions, oldest first."""
+    return workspace.list_models()
+
+
 def rename_model(workspace: Workspace, model_id: int, name: str) -> ModelVersion:
     return workspace.rename_model(model_id, name)
 

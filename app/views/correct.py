@@ -48,7 +48,7 @@ if session is None:
     session = api.open_edit_session(workspace, scene_id)
     state.set_edit_session(scene_id, session)
 grid = api.scene_grid(workspace, scene_id)
-latest = workspace.latest_mask_version(scene_id)
+latest = api.latest_mask_version(workspace, scene_id)
 reviewer = state.reviewer()
 
 
@@ -247,6 +247,14 @@ with history_tab:
             }
             for c in reversed(history)
         ]
+        newest = history[-1]
+        author = f", by {newest.version.author}" if newest.version.author else ""
+        count = f"{len(history)} version{'s' if len(history) > 1 else ''}"
+        st.caption(
+            f"{count}; the latest is version {newest.version.id} ({newest.version.source}{author}): "
+            f"+{newest.added_px:,} / −{newest.removed_px:,} px"
+            + (f" · “{newest.version.note}”" if newest.version.note else "")
+        )
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
         older = [c.version.id for c in history if latest is None or c.version.id != latest.id]
         if older:
@@ -267,7 +275,7 @@ with history_tab:
 
 # --- review queue: tiles ranked by uncertainty or disagreement ------------------------------------------
 with queue_tab:
-    predictions = workspace.list_predictions(scene_id)
+    predictions = api.list_predictions(workspace, scene_id)
     qcols = st.columns(3, vertical_alignment="bottom")
     method = qcols[0].selectbox(
         "Rank by",

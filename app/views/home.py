@@ -8,7 +8,7 @@ from app import services, state
 from engine import api
 from engine.errors import ScarpError
 
-REVIEW_PAGE = "pages/review.py"
+REVIEW_PAGE = "views/review.py"
 
 workspace = services.workspace()
 st.title("Scarp")

@@ -86,7 +86,7 @@ if val_kind == VAL_FOLDER:
     vcols = st.columns([3, 1])
     validation["val_folder"] = (
         vcols[0]
-        .text_input("Folder", value=default_folder, key=state.widget_key("train", "val-folder"))
+        .text_input("Validation folder", value=default_folder, key=state.widget_key("train", "val-folder"))
         .strip()
         or None
     )
