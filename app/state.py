@@ -18,6 +18,7 @@ _EDITS = "edit_sessions"
 _EDIT_TILE = "edit_tile"
 _QUEUE_ITEM = "queue_item"
 _DRAWING_ROUND = "drawing_round"
+_SAVE_OUTCOME = "save_outcome"
 
 REVIEWER_WIDGET = "reviewer_widget"  # the sidebar text input's key; its value is copied to _REVIEWER
 
@@ -140,6 +141,15 @@ def drawing_round(scene_id: int) -> int:
 def next_drawing_round(scene_id: int) -> None:
     rounds = _get(_DRAWING_ROUND, {})
     rounds[scene_id] = rounds.get(scene_id, 0) + 1
+
+
+def set_save_outcome(scene_id: int, kind: str, message: str) -> None:
+    """What the last save of the scene's edits did ("saved", "conflict" or "error"), shown once."""
+    _get(_SAVE_OUTCOME, {})[scene_id] = (kind, message)
+
+
+def take_save_outcome(scene_id: int) -> tuple[str, str] | None:
+    return _get(_SAVE_OUTCOME, {}).pop(scene_id, None)
 
 
 def dismissed_jobs() -> set[int]:

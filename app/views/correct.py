@@ -72,6 +72,30 @@ def open_tile(item) -> None:
         st.toast("The Tile view tab now shows this tile.")
 
 
+def save() -> None:
+    """A callback, so the page that follows is drawn from the saved state (the new latest version, an
+    empty note); what happened is kept for that page to say."""
+    note_key = state.widget_key("correct", "note")
+    try:
+        saved = api.save_edited_mask(
+            workspace, scene_id, session.mask, session.parent_id, reviewer, st.session_state.get(note_key, "")
+        )
+    except ConflictError as exc:
+        state.set_save_outcome(
+            scene_id,
+            "conflict",
+            f"Not saved: {exc}. Reload to continue from the newer version (your unsaved edits are lost).",
+        )
+    except ScarpError as exc:
+        hint = "" if reviewer else " — type your name under Reviewer in the sidebar."
+        state.set_save_outcome(scene_id, "error", f"Not saved: {exc}{hint}")
+    else:
+        state.set_edit_session(scene_id, None)
+        st.session_state[note_key] = ""
+        message = f"Saved version {saved.id} (parent {saved.parent_id or 'none'}), by {saved.author}."
+        state.set_save_outcome(scene_id, "saved", message)
+
+
 def edited(count: int) -> None:
     state.next_drawing_round(scene_id)
     st.toast(f"{count:,} pixels changed" if count else "Nothing changed: those pixels already were so.")
@@ -93,33 +117,31 @@ if bar[1].button("Redo", disabled=not session.can_redo, key=state.widget_key("co
 if bar[2].button("Discard", disabled=not session.dirty, key=state.widget_key("correct", "discard")):
     state.set_edit_session(scene_id, None)
     st.rerun()
-note = bar[3].text_input(
-    "Note for this version", key=state.widget_key("correct", "note"), placeholder="optional"
+bar[3].text_input("Note for this version", key=state.widget_key("correct", "note"), placeholder="optional")
+bar[4].button(
+    "Save version",
+    type="primary",
+    disabled=not session.dirty,
+    on_click=save,
+    key=state.widget_key("correct", "save"),
 )
-if bar[4].button(
-    "Save version", type="primary", disabled=not session.dirty, key=state.widget_key("correct", "save")
-):
-    try:
-        saved = api.save_edited_mask(workspace, scene_id, session.mask, session.parent_id, reviewer, note)
-    except ConflictError as exc:
-        st.error(
-            f"Not saved: {exc}. Reload to continue from the newer version (your unsaved edits are lost)."
-        )
-        st.button(  # a callback: this button is gone on the rerun its click causes
+notice = st.container()  # always there, so what follows keeps its place whether or not it says anything
+outcome = state.take_save_outcome(scene_id)
+if outcome is not None:
+    kind, message = outcome
+    if kind == "saved":
+        notice.success(message)
+    else:
+        notice.error(message)
+    if kind == "conflict":
+        notice.button(
             "Reload the newer version",
             on_click=state.set_edit_session,
             args=(scene_id, None),
             key=state.widget_key("correct", "reload"),
         )
-    except ScarpError as exc:
-        st.error(
-            f"Not saved: {exc}" + ("" if reviewer else " — type your name under Reviewer in the sidebar.")
-        )
-    else:
-        state.set_edit_session(scene_id, None)
-        st.success(f"Saved version {saved.id} (parent {saved.parent_id or 'none'}), by {saved.author}.")
 if not reviewer:
-    st.caption("Saving needs your name: type it under Reviewer in the sidebar.")
+    notice.caption("Saving needs your name: type it under Reviewer in the sidebar.")
 
 map_tab, tile_tab, history_tab, queue_tab = st.tabs(["On the map", "Tile view", "History", "Review queue"])
 
@@ -255,7 +277,13 @@ with history_tab:
             f"+{newest.added_px:,} / −{newest.removed_px:,} px"
             + (f" · “{newest.version.note}”" if newest.version.note else "")
         )
-        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        area = st.column_config.NumberColumn(format="%.0f")
+        st.dataframe(
+            pd.DataFrame(rows),
+            hide_index=True,
+            width="stretch",
+            column_config={"added m²": area, "removed m²": area},
+        )
         older = [c.version.id for c in history if latest is None or c.version.id != latest.id]
         if older:
             rcols = st.columns([2, 1], vertical_alignment="bottom")

@@ -122,9 +122,12 @@ def follow(job_id: int) -> None:
         return
     report = api.job_report(job)
     st.subheader(f"Training job {job.id}")
-    if report.history:
+    if len(report.history) >= 2:
         chart = pd.DataFrame(report.history).set_index("epoch")[["loss", "val_miou"]]
         st.line_chart(chart, x_label="epoch", height=220)
+    elif report.history:
+        first = report.history[0]
+        st.caption(f"Epoch 1: loss {first['loss']:.3f}, validation mIoU {first['val_miou']:.3f}")
     if job.status in ("queued", "running"):
         st.progress(min(max(report.progress, 0.0), 1.0), text=f"{report.stage}: {report.text}")
     elif job.status == "succeeded":
