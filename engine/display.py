@@ -136,7 +136,25 @@ def legend_html(floor: float = PROBABILITY_FLOOR, title: str = "Landslide probab
     )
 
 
-def _display_grid(path: str | Path, bands: list[int], max_side: int) -> tuple[np.ndarray, Bounds, str]:
+def category_overlay(
+    path: str | Path, colours: dict[int, tuple[int, int, int]], *, max_side: int = DEFAULT_MAX_SIDE
+) -> Overlay:
+    """A class raster (e.g. where two predictions disagree): each listed code in its colour, every other
+    code and nodata transparent. Reprojected with nearest-neighbour, so codes are never blended."""
+    data, bounds, crs = _display_grid(path, [0], max_side, Resampling.nearest)
+    band = data[0]
+    rgb = np.zeros((*band.shape, 3), np.uint8)
+    shown = np.zeros(band.shape, bool)
+    for code, colour in colours.items():
+        hit = band == code
+        rgb[hit] = colour
+        shown |= hit
+    return _encode(rgb, shown, bounds, crs)
+
+
+def _display_grid(
+    path: str | Path, bands: list[int], max_side: int, resampling: Resampling = Resampling.bilinear
+) -> tuple[np.ndarray, Bounds, str]:
     """float32 (bands, h, w) with NaN where invalid, on the display grid, and that grid's bounds."""
     with open_scene(path) as scene:
         d = scene.descriptor
@@ -148,10 +166,12 @@ def _display_grid(path: str | Path, bands: list[int], max_side: int) -> tuple[np
     data[:, ~valid] = np.nan
     if not d.georeferenced:
         return data, ((-float(d.height), 0.0), (0.0, float(d.width))), "pixel"
-    return _to_web_mercator(data, d, max_side)
+    return _to_web_mercator(data, d, max_side, resampling)
 
 
-def _to_web_mercator(data: np.ndarray, d: SceneDescriptor, max_side: int) -> tuple[np.ndarray, Bounds, str]:
+def _to_web_mercator(
+    data: np.ndarray, d: SceneDescriptor, max_side: int, resampling: Resampling = Resampling.bilinear
+) -> tuple[np.ndarray, Bounds, str]:
     _, src_h, src_w = data.shape
     src_transform = d.affine @ Affine.scale(d.width / src_w, d.height / src_h)
     x0, y0, x1, y1 = transform_bounds(d.crs, "EPSG:3857", *d.bounds, densify_pts=21)
@@ -172,7 +192,7 @@ def _to_web_mercator(data: np.ndarray, d: SceneDescriptor, max_side: int) -> tup
             dst_transform=dst_transform,
             dst_crs="EPSG:3857",
             dst_nodata=np.nan,
-            resampling=Resampling.bilinear,
+            resampling=resampling,
         )
     west, south, east, north = transform_bounds("EPSG:3857", "EPSG:4326", x0, y0, x1, y1)
     if not all(math.isfinite(v) for v in (west, south, east, north)):

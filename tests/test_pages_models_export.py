@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pyogrio
 import pytest
+from PIL import Image
 from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
@@ -153,14 +154,19 @@ def test_compare_two_predictions_shows_the_fraction_and_the_map(workspace, bijie
     assert "No trained versions" in at.info[0].value
     a = at.selectbox(key=f"w:models:a:{scene.id}")
     assert a.value == second  # newest first
-    assert not at.metric and not at.get("image")  # nothing is computed before B is chosen
+    assert not at.metric  # nothing is computed before B is chosen
     a.set_value(first).run()
     at.selectbox(key=f"w:models:b:{scene.id}").set_value(second).run()
     assert not at.exception, at.exception
     expected = float((ramp < 0.5).mean())  # B calls everything landslide, A only where the ramp is ≥ 0.5
     assert 0.4 < expected < 0.6
     assert at.metric[0].value == f"{100 * expected:.2f} %"
-    assert len(at.get("image")) == 1 and "landslide in A only" in at.markdown[-1].value
+    with api.open_workspace(workspace) as ws:  # what the map draws (st_folium itself needs a browser)
+        layers = api.disagreement_layers(ws, api.compare_predictions(ws, first, second))
+    assert "model-a vs model-b" in layers.caption and "landslide only in model-b" in layers.legend
+    rgba = np.asarray(Image.open(io.BytesIO(layers.layers["disagreement"].png)))
+    only_b = (rgba[..., 3] > 0) & (rgba[..., 0] == 156)
+    assert abs(only_b.mean() - expected) < 0.02 and not ((rgba[..., 3] > 0) & (rgba[..., 0] == 255)).any()
 
 
 def test_compare_needs_two_predictions(workspace, bijie_pair):

@@ -35,6 +35,7 @@ DEFAULT_OPACITY = {
     "slope": 0.6,
     "probability": 0.7,
     "outlines": 1.0,
+    "disagreement": 0.85,
 }
 LAYER_TITLES = {
     "scene": "Scene",
@@ -43,8 +44,14 @@ LAYER_TITLES = {
     "slope": "Slope",
     "probability": "Landslide probability",
     "outlines": "Landslide outlines",
+    "disagreement": "Disagreement",
 }
-SHOWN_AT_START = {"scene", "probability", "outlines"}  # linked layers would hide the scene underneath
+SHOWN_AT_START = {
+    "scene",
+    "probability",
+    "outlines",
+    "disagreement",
+}  # linked layers would hide the scene underneath
 OUTLINE_COLOUR = "#00e5ff"  # cyan reads against both vegetation and the red probability ramp
 POPUP_FIELDS = (
     ("id", "Landslide"),

@@ -7,11 +7,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import streamlit as st
+from streamlit_folium import st_folium
 
 from app import services, state
+from app.components import map as review_map
 from engine import api
 from engine.errors import ScarpError
 
@@ -19,12 +20,6 @@ COLUMNS = [
     "Default", "Name", "Source", "Architecture", "Parent", "Val. mIoU (%)", "Before → after", "Created",
     "Training data",
 ]  # fmt: skip
-# The disagreement map's codes (no data, 255, stays transparent) → colour and legend text.
-CODES = {
-    0: ("#c8c8c8", "agree"),
-    1: ("#e66101", "landslide in A only"),
-    2: ("#5e3c99", "landslide in B only"),
-}
 
 
 def _miou(metrics: dict[str, Any] | None) -> tuple[float | None, float | None]:
@@ -52,13 +47,6 @@ def _training_data(snapshot: dict[str, Any] | None) -> str | None:
     if mode := snapshot.get("mode"):
         parts.append(f"mode {mode}")
     return " · ".join(parts) or None
-
-
-def _coloured(codes: np.ndarray) -> np.ndarray:
-    rgba = np.zeros((*codes.shape, 4), dtype=np.uint8)
-    for code, (colour, _) in CODES.items():
-        rgba[codes == code] = [*bytes.fromhex(colour[1:]), 255]
-    return rgba
 
 
 @st.cache_data(show_spinner="Comparing the two predictions…", max_entries=8)
@@ -183,14 +171,17 @@ def compare() -> None:
     except ScarpError as exc:
         st.error(str(exc))
         return
-    facts, picture = st.columns([1, 2])
     if comparison.disagreement is None:
-        facts.warning("No pixel is valid in both predictions, so there is nothing to compare.")
-    else:
-        facts.metric("Pixels where A and B disagree (at p = 0.5)", f"{100 * comparison.disagreement:.2f} %")
-    legend = "  \n".join(f'<span style="color:{c}">■</span> {what}' for c, what in CODES.values())
-    facts.markdown(f"{legend}  \nno data: transparent", unsafe_allow_html=True)
-    picture.image(_coloured(comparison.preview), caption=f"Disagreement of predictions {a} and {b}, north up")
+        st.warning("No pixel is valid in both predictions, so there is nothing to compare.")
+        return
+    st.metric("Pixels where A and B disagree (at p = 0.5)", f"{100 * comparison.disagreement:.2f} %")
+    st_folium(
+        review_map.build_map(api.disagreement_layers(workspace, comparison)),
+        key=f"models.compare.{a}.{b}",
+        returned_objects=[],
+        use_container_width=True,
+        height=520,
+    )
 
 
 workspace = services.workspace()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,7 @@ from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 
 from engine import review_queue
+from engine.api._review import ReviewLayers
 from engine.errors import InputError
 from engine.store import ModelVersion, ReviewItem, Workspace
 
@@ -123,3 +124,36 @@ def compare_predictions(
             shape = (max(1, round(ds.height * scale)), max(1, round(ds.width * scale)))
             preview = ds.read(1, out_shape=shape, resampling=Resampling.nearest)
     return PredictionComparison(a.id, b.id, out, None if whole is None else whole.score, preview)
+
+
+DISAGREEMENT_COLOURS = {1: (255, 140, 0), 2: (156, 39, 176)}  # landslide in A only: orange; in B only: purple
+
+
+def disagreement_layers(
+    workspace: Workspace, comparison: PredictionComparison, *, max_side: int = 1024
+) -> ReviewLayers:
+    """The review map's layers for a comparison: the scene, and where the two predictions disagree."""
+    from engine import display
+    from engine.api._review import review_layers
+
+    base = review_layers(
+        workspace, workspace.get_prediction(comparison.prediction_a).scene_id, max_side=max_side
+    )
+    overlay = display.category_overlay(comparison.path, DISAGREEMENT_COLOURS, max_side=max_side)
+    a, b = (
+        workspace.get_prediction(i).model_version for i in (comparison.prediction_a, comparison.prediction_b)
+    )
+    swatch = (
+        '<span style="display:inline-block;width:12px;height:12px;background:rgb{};margin-right:4px"></span>'
+    )
+    legend = (
+        '<div class="scarp-legend" style="background:rgba(255,255,255,0.9);padding:6px 8px;border-radius:4px;'
+        'font:12px sans-serif">'
+        "<div><b>Disagreement</b></div>"
+        f"<div>{swatch.format(DISAGREEMENT_COLOURS[1])}landslide only in {a}</div>"
+        f"<div>{swatch.format(DISAGREEMENT_COLOURS[2])}landslide only in {b}</div></div>"
+    )
+    return replace(
+        base, layers={"disagreement": overlay}, probability=None, polygons=None, legend=legend,
+        caption=f"{base.scene_name}: {a} vs {b}",
+    )  # fmt: skip
