@@ -145,6 +145,14 @@ def browser_page(app: App, reviewer: str = "") -> Iterator:
         browser.close()
 
 
+def settle(page, timeout: float = 60.0) -> None:
+    """Wait until no script run is in progress (components like the canvas send values on mount, and a
+    click that lands while two reruns merge can be dropped by the browser side)."""
+    page.wait_for_timeout(400)
+    expect(page.locator('[data-testid="stStatusWidget"]')).to_have_count(0, timeout=timeout * 1000)
+    page.wait_for_timeout(200)
+
+
 def click_tab(page, name: str) -> None:
     """Tabs switch in the browser; wait out a rerun's stale copy of them first."""
     tab = page.get_by_role("tab", name=name)

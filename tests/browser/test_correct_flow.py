@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import numpy as np
 import pyogrio
@@ -15,7 +16,16 @@ from engine import api
 from engine.io.masks import read_mask
 from engine.jobs import HANDLERS
 from engine.jobs_worker import execute_job
-from tests.browser.harness import MISSING, browser_page, click_tab, expect, map_frame, running_app, screenshot
+from tests.browser.harness import (
+    MISSING,
+    browser_page,
+    click_tab,
+    expect,
+    map_frame,
+    running_app,
+    screenshot,
+    settle,
+)
 
 if MISSING:
     pytest.skip("needs Chromium and Playwright (make test installs both)", allow_module_level=True)
@@ -42,6 +52,30 @@ def page(app):
         yield page
 
 
+def _latest_version(app):
+    with api.open_workspace(app.workspace) as ws:
+        return api.latest_mask_version(ws, 1)
+
+
+def _save(page) -> None:
+    settle(page)
+    save = page.get_by_role("button", name="Save version")
+    expect(save).to_be_enabled(timeout=30_000)
+    save.click()
+
+
+def _wait_for_version_after(app, before, timeout: float = 30.0):
+    """The version saved on top of `before`, read from the workspace (not from a possibly stale page)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        latest = _latest_version(app)
+        if latest.id != before.id:
+            assert latest.parent_id == before.id and latest.author == "ana"
+            return latest
+        time.sleep(0.25)
+    raise AssertionError(f"no version was saved on top of version {before.id} in {timeout:.0f} s")
+
+
 def _history_caption(page):
     click_tab(page, "History")
     return page.get_by_text(re.compile(r"\d+ versions; the latest is version"))
@@ -62,10 +96,10 @@ def test_draw_a_polygon_on_the_map_and_save_a_new_version(app, page):
     page.get_by_role("button", name="Add to mask").click()
     expect(page.get_by_text("px unsaved")).to_be_visible(timeout=30_000)
     page.get_by_label("Note for this version").fill("added the scar by the river")
-    page.get_by_role("button", name="Save version").click()
-    expect(page.get_by_text(re.compile(r"Saved version \d+ \(parent 1\), by ana"))).to_be_visible(
-        timeout=30_000
-    )
+    before = _latest_version(app)
+    _save(page)
+    latest = _wait_for_version_after(app, before)
+    expect(page.get_by_text(f"Saved version {latest.id} (parent {before.id}), by ana")).to_be_visible()
     with api.open_workspace(app.workspace) as ws:
         history = api.mask_history(ws, 1)
     assert len(history) == 2 and history[-1].version.parent_id == history[0].version.id
@@ -88,12 +122,13 @@ def test_brush_on_a_tile_and_save_another_version(app, page):
     page.mouse.up()
     apply = page.get_by_role("button", name="Apply to mask")
     expect(apply).to_be_enabled(timeout=30_000)
+    settle(page)
     apply.click()
     expect(page.get_by_text("px unsaved")).to_be_visible(timeout=30_000)
-    page.get_by_role("button", name="Save version").click()
-    expect(page.get_by_text(re.compile(r"Saved version \d+ \(parent \d+\), by ana"))).to_be_visible(
-        timeout=30_000
-    )
+    before = _latest_version(app)
+    _save(page)
+    latest = _wait_for_version_after(app, before)
+    expect(page.get_by_text(f"Saved version {latest.id} (parent {before.id}), by ana")).to_be_visible()
     with api.open_workspace(app.workspace) as ws:
         history = api.mask_history(ws, 1)
     assert len(history) == 3 and history[-1].added_px > 50
