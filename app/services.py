@@ -30,3 +30,13 @@ def thumbnail(
 def model_choices(root: str) -> list[api.ModelChoice]:
     """Cached because listing the architectures imports torch; a minute is fresh enough for new models."""
     return api.model_choices(workspace())
+
+
+@st.cache_data(show_spinner="Preparing the map layers…", max_entries=8)
+def review_layers(
+    root: str, scene_id: int, prediction_id: int | None, mask_id: int | None, links: tuple, max_side: int
+) -> api.ReviewLayers:
+    """Keyed by concrete ids (and the links), never "latest", so a new save is never hidden by the cache."""
+    return api.review_layers(
+        workspace(), scene_id, prediction_id=prediction_id, mask_version_id=mask_id, max_side=max_side
+    )

@@ -189,7 +189,7 @@ def run(context: JobContext) -> Commit:
     metrics = {"before": _short(before), "after": _short(after), "best_epoch": result.best_epoch}
 
     def commit() -> dict[str, Any]:
-        name = _unique_name(workspace, params["name"] or f"{start.stem}-ft{context.job.id}")
+        name = workspace.free_model_name(params["name"] or f"{start.stem}-ft{context.job.id}")
         target = workspace.root / "models" / f"{_file_stem(name)}-job{context.job.id}.safetensors"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(out.with_suffix(".json"), target.with_suffix(".json"))
@@ -248,15 +248,6 @@ def _pseudo_labels(workspace: Workspace, checkpoint: Path, params: dict[str, Any
 
 def _short(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: metrics[k] for k in ("miou", "iou", "f1", "precision", "recall", "oa") if k in metrics}
-
-
-def _unique_name(workspace: Workspace, base: str) -> str:
-    taken = {m.name for m in workspace.list_models()}
-    name, suffix = base, 1
-    while name in taken:
-        suffix += 1
-        name = f"{base}-{suffix}"
-    return name
 
 
 def _file_stem(name: str) -> str:

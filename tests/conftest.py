@@ -77,3 +77,17 @@ def tiny_bijie(data_dir, tmp_path_factory) -> Path:
             (root / sub / f"{stem}.png").symlink_to(src / sub / f"{stem}.png")
     (root / "splits.json").write_text(json.dumps({"train": train_ids, "val": val_ids}))
     return root
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    """A fresh workspace for the app's pages (AppTest); no worker process is started."""
+    from engine import api
+
+    monkeypatch.setenv("SCARP_WORKSPACE", str(tmp_path / "ws"))
+    monkeypatch.setattr(api, "ensure_worker", lambda ws: 0)
+    from app import services
+
+    services.workspace.clear()
+    yield tmp_path / "ws"
+    services.workspace.clear()

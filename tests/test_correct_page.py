@@ -20,17 +20,6 @@ HOME = str(Path(__file__).resolve().parents[1] / "app" / "Home.py")
 
 
 @pytest.fixture
-def workspace(tmp_path, monkeypatch):
-    monkeypatch.setenv("SCARP_WORKSPACE", str(tmp_path / "ws"))
-    monkeypatch.setattr(api, "ensure_worker", lambda ws: 0)
-    from app import services
-
-    services.workspace.clear()
-    yield tmp_path / "ws"
-    services.workspace.clear()
-
-
-@pytest.fixture
 def predicted(workspace, bijie_pair):
     """A Bijie scene with a prediction (its probability is a ramp) and the prediction's mask, version 1."""
     with api.open_workspace(workspace) as ws:

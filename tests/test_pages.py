@@ -4,24 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine import api
 
 HOME = str(Path(__file__).resolve().parents[1] / "app" / "Home.py")
-
-
-@pytest.fixture
-def workspace(tmp_path, monkeypatch):
-    """A fresh workspace; no worker process is started (ensure_worker is replaced)."""
-    monkeypatch.setenv("SCARP_WORKSPACE", str(tmp_path / "ws"))
-    monkeypatch.setattr(api, "ensure_worker", lambda ws: 0)
-    from app import services
-
-    services.workspace.clear()
-    yield tmp_path / "ws"
-    services.workspace.clear()
 
 
 def open_page(page: str) -> AppTest:

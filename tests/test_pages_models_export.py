@@ -24,18 +24,6 @@ HOME = str(ROOT / "app" / "Home.py")
 SHIPPED = ROOT / "assets" / "models" / "kda_student_bijie.safetensors"
 
 
-@pytest.fixture
-def workspace(tmp_path, monkeypatch):
-    """A fresh workspace; no worker process is started (ensure_worker is replaced)."""
-    monkeypatch.setenv("SCARP_WORKSPACE", str(tmp_path / "ws"))
-    monkeypatch.setattr(api, "ensure_worker", lambda ws: 0)
-    from app import services
-
-    services.workspace.clear()
-    yield tmp_path / "ws"
-    services.workspace.clear()
-
-
 def open_page(page: str) -> AppTest:
     at = AppTest.from_file(HOME, default_timeout=90).run()
     at.switch_page(page).run()

@@ -148,7 +148,12 @@ map_tab, tile_tab, history_tab, queue_tab = st.tabs(["On the map", "Tile view", 
 # --- on the map: polygons that add or erase --------------------------------------------------------------
 with map_tab:
     try:
-        layers = api.review_layers(workspace, scene_id, max_side=1024)
+        predicted = api.list_predictions(workspace, scene_id)
+        links = tuple((role, s.id) for role, s in api.scene_links(workspace, scene_id).items())
+        layers = services.review_layers(
+            str(workspace.root), scene_id, predicted[-1].id if predicted else None,
+            latest.id if latest else None, links, 1024,
+        )  # fmt: skip
         working = api.mask_outlines(workspace, scene_id, session.mask)
     except ScarpError as exc:
         st.error(str(exc))

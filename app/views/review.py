@@ -33,20 +33,6 @@ html, body, [data-testid="stAppViewContainer"] {font-size: 20px;}
 </style>"""
 
 
-@st.cache_data(show_spinner="Preparing the map layers…", max_entries=8)
-def _layers(
-    root: str, scene_id: int, prediction_id: int | None, mask_id: int | None, links: tuple, max_side: int
-) -> api.ReviewLayers:
-    """Keyed by concrete ids (and the links), never "latest", so a new save is never hidden by the cache."""
-    return api.review_layers(
-        services.workspace(),
-        scene_id,
-        prediction_id=prediction_id,
-        mask_version_id=mask_id,
-        max_side=max_side,
-    )
-
-
 workspace = services.workspace()
 # the title (presenting: the one-line headline), then the pickers, the swipe and the presentation switch
 head = st.empty()
@@ -126,12 +112,12 @@ if swipe_kind == SWIPE_MODELS:
     )
 
 try:
-    layers = _layers(str(workspace.root), scene_id, prediction_id, mask_id, links, MAX_SIDE)
+    layers = services.review_layers(str(workspace.root), scene_id, prediction_id, mask_id, links, MAX_SIDE)
     swipe = None
     if swipe_kind == SWIPE_PRE_POST:
         swipe = review_map.pre_post_swipe(layers)
     elif swipe_kind == SWIPE_MODELS and other_prediction is not None:
-        other = _layers(str(workspace.root), scene_id, other_prediction, None, links, MAX_SIDE)
+        other = services.review_layers(str(workspace.root), scene_id, other_prediction, None, links, MAX_SIDE)
         swipe = review_map.two_model_swipe(layers, other)
 except ScarpError as exc:
     st.error(str(exc))

@@ -71,6 +71,15 @@ class ModelRegistry(WorkspaceBase):
             rows = conn.execute("SELECT * FROM models ORDER BY id").fetchall()
         return [model_from_row(row, self.root) for row in rows]
 
+    def free_model_name(self, base: str) -> str:
+        """`base`, or `base-2`, `base-3`, ... : the first name no model version has yet."""
+        taken = {m.name for m in self.list_models()}
+        name, suffix = base, 1
+        while name in taken:
+            suffix += 1
+            name = f"{base}-{suffix}"
+        return name
+
     def rename_model(self, model_id: int, new_name: str) -> ModelVersion:
         new_name = self._model_name(new_name)
         with self._tx() as conn:

@@ -158,7 +158,7 @@ def run_rounds(
         model_id = None
         if workspace is not None:
             _, trained = load_model(student)
-            name = _unique_name(workspace, f"{Path(plan.teacher).stem}-pl{index}")
+            name = workspace.free_model_name(f"{Path(plan.teacher).stem}-pl{index}")
             registered = workspace.add_model(
                 name, card.architecture, config.to_dict(), student,
                 parent_id=parent_id, training_snapshot=snapshot, metrics=trained.metrics,
@@ -177,16 +177,7 @@ def _register_base(workspace: Workspace | None, checkpoint: Path) -> int | None:
         if Path(model.checkpoint_path).resolve() == checkpoint.resolve():
             return model.id
     _, card = load_model(checkpoint)
-    name = _unique_name(workspace, checkpoint.stem)
+    name = workspace.free_model_name(checkpoint.stem)
     return workspace.add_model(
         name, card.architecture, {"options": card.options}, checkpoint, metrics=card.metrics
     ).id
-
-
-def _unique_name(workspace: Workspace, base: str) -> str:
-    taken = {m.name for m in workspace.list_models()}
-    name, suffix = base, 1
-    while name in taken:
-        suffix += 1
-        name = f"{base}-{suffix}"
-    return name
