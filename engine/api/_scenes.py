@@ -15,7 +15,7 @@ import numpy as np
 from engine.api._core import ImportResult, import_scene
 from engine.api._jobs import submit_prediction
 from engine.api._review import link_scene
-from engine.errors import InputError
+from engine.errors import InputError, ScarpError, printable
 from engine.io.raster import open_scene
 from engine.store import Scene, Workspace, safe_filename
 
@@ -87,19 +87,46 @@ def scene_thumbnail(
         return thumbnail(opened, max_side=max_side, bands=bands, low=low, high=high)
 
 
-def import_upload(workspace: Workspace, filename: str, data: bytes) -> ImportResult:
+def import_upload(workspace: Workspace, filename: str | bytes, data: bytes) -> ImportResult:
     """Import bytes a browser sent: written under tmp/ with a harmless name, checked, copied in, removed.
 
-    The temp file sits in its own folder so the scene keeps the uploaded file's (sanitised) name.
+    The name is the user's, so it is only a hint: directory parts, NUL, control and non-ASCII characters
+    are dropped (`safe_filename`), and nothing is written unless the workspace folders it goes to lie
+    inside the workspace. The temp file sits in its own folder so the scene keeps the (sanitised) name.
+    Errors name the file as it was uploaded, never the temp path.
     """
+    shown = (os.fsdecode(filename) if isinstance(filename, bytes) else str(filename)).strip() or "(no name)"
+    _check_inside(workspace, "tmp", "scenes")
     folder = workspace.root / "tmp" / f"upload-{uuid.uuid4().hex}"
-    target = folder / safe_filename(filename, fallback="upload")
-    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / safe_filename(shown, fallback="upload")
     try:
+        folder.mkdir(parents=True)
         target.write_bytes(data)
+    except OSError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise ScarpError(
+            f"{printable(shown)}: could not be saved for checking ({exc.strerror or exc})"
+        ) from exc
+    try:
         return import_scene(workspace, target, copy=True)
+    except InputError as exc:
+        if exc.source != str(target):
+            raise
+        problem = exc.problem.replace(f"{folder}{os.sep}", "")
+        raise InputError(shown, problem) from exc
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _check_inside(workspace: Workspace, *folders: str) -> None:
+    """Refuse to write through a workspace folder that is a link to somewhere else."""
+    root = workspace.root.resolve()
+    for name in folders:
+        real = (workspace.root / name).resolve()
+        if not real.is_relative_to(root):
+            raise InputError(
+                workspace.root / name, f"leads outside the workspace (to {real}); nothing was written"
+            )
 
 
 def mask_version_count(workspace: Workspace, scene_id: int) -> int:

@@ -8,7 +8,16 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import InputError
-from engine.io.raster import HDF5_SUFFIXES, Box, Scene, SceneDescriptor, open_scene
+from engine.io.raster import (
+    HDF5_SUFFIXES,
+    Box,
+    Scene,
+    SceneDescriptor,
+    check_file,
+    hdf5_dataset,
+    max_pixels_from_env,
+    open_scene,
+)
 
 _ALLOWED = ({0, 1}, {0, 255})
 
@@ -63,21 +72,28 @@ def open_mask(path: str | Path, like: SceneDescriptor | None = None) -> MaskSour
     """Open a mask file (GeoTIFF/PNG, or HDF5 with a `mask` dataset) and check it fits `like`'s image."""
     path = Path(path)
     if path.suffix.lower() in HDF5_SUFFIXES:
-        source = _open_hdf5_mask(path)
+        source = _open_hdf5_mask(path, like)
     else:
         scene = open_scene(path)
         if scene.descriptor.count != 1:
             scene.close()
             raise InputError(path, f"a mask has one band, this file has {scene.descriptor.count}")
         source = MaskSource(path, scene.descriptor.height, scene.descriptor.width, scene, None)
-    if like is not None and (source.height, source.width) != (like.height, like.width):
+    try:
+        _check_size(path, source.height, source.width, like)
+    except InputError:
         source.close()
+        raise
+    return source
+
+
+def _check_size(path: Path, height: int, width: int, like: SceneDescriptor | None) -> None:
+    if like is not None and (height, width) != (like.height, like.width):
         raise InputError(
             path,
-            f"mask is {source.width}×{source.height} px but its image {Path(like.path).name} is "
+            f"mask is {width}×{height} px but its image {Path(like.path).name} is "
             f"{like.width}×{like.height} px",
         )
-    return source
 
 
 def read_mask(path: str | Path, like: SceneDescriptor | None = None) -> np.ndarray:
@@ -93,23 +109,35 @@ def validate_mask(path: str | Path, like: SceneDescriptor | None = None) -> None
             mask.read(box)
 
 
-def _open_hdf5_mask(path: Path) -> MaskSource:
+def _open_hdf5_mask(path: Path, like: SceneDescriptor | None) -> MaskSource:
+    """A Landslide4Sense `mask` dataset, checked from its header (shape, type, size) before it is read."""
     import h5py
 
-    if not path.exists():
-        raise InputError(path, "file not found")
+    check_file(path)
     try:
-        with h5py.File(path, "r") as file:
-            if "mask" not in file:
-                keys = ", ".join(sorted(file.keys())) or "none"
-                raise InputError(path, f"HDF5 file has no 'mask' dataset; its keys: {keys}")
-            array = np.asarray(file["mask"][()])
+        file = h5py.File(path, "r")
     except OSError as exc:
         raise InputError(path, f"not a readable HDF5 file ({exc})") from exc
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim != 2:
-        raise InputError(path, f"'mask' must have shape (height, width), found {array.shape}")
-    if array.dtype.kind not in "uib":
-        raise InputError(path, f"'mask' must hold integers, found {array.dtype}")
-    return MaskSource(path, array.shape[0], array.shape[1], None, array)
+    with file:
+        ds = hdf5_dataset(file, "mask", path)
+        shape = tuple(int(v) for v in ds.shape)
+        if len(shape) == 3 and shape[-1] == 1:
+            shape = shape[:2]
+        if len(shape) != 2:
+            raise InputError(path, f"'mask' must have shape (height, width), found {ds.shape}")
+        if ds.dtype.kind not in "uib":
+            raise InputError(path, f"'mask' must hold integers, found {ds.dtype}")
+        height, width = shape
+        limit = max_pixels_from_env()
+        if height * width > limit:
+            raise InputError(
+                path,
+                f"'mask' declares {width}×{height} = {height * width:,} px, over the limit of {limit:,} px "
+                "(raise SCARP_MAX_PIXELS to allow it)",
+            )
+        _check_size(path, height, width, like)
+        try:
+            array = np.asarray(ds[()]).reshape(shape)
+        except (OSError, ValueError) as exc:
+            raise InputError(path, f"cannot read 'mask' (file damaged or truncated?): {exc}") from exc
+    return MaskSource(path, height, width, None, array)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import stat
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -31,6 +33,14 @@ SCENE_SUFFIXES = RASTER_SUFFIXES + HDF5_SUFFIXES
 MIN_SIDE = 16
 DEFAULT_MAX_PIXELS = 4_294_967_296  # 65 536², far beyond any real scene; guards against decompression bombs
 L4S_BAND_NAMES = (*(f"B{i}" for i in range(1, 13)), "slope", "DEM")
+_MAGIC = (
+    (b"II*\x00", "GTiff"),
+    (b"MM\x00*", "GTiff"),
+    (b"II+\x00", "GTiff"),  # BigTIFF
+    (b"MM\x00+", "GTiff"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+)
 
 
 def max_pixels_from_env() -> int:
@@ -101,7 +111,7 @@ class Scene:
         try:
             return self._backend.read((y, x, h, w), bands)
         except (RasterioError, OSError, KeyError, ValueError) as exc:
-            raise InputError(self.descriptor.path, f"cannot read pixels (file damaged?): {exc}") from exc
+            raise self._damaged(exc) from exc
 
     def read_decimated(
         self, out_height: int, out_width: int, bands: Sequence[int] | None = None
@@ -111,7 +121,11 @@ class Scene:
         try:
             return self._backend.read_decimated(max(1, out_height), max(1, out_width), bands)
         except (RasterioError, OSError, KeyError, ValueError) as exc:
-            raise InputError(self.descriptor.path, f"cannot read pixels (file damaged?): {exc}") from exc
+            raise self._damaged(exc) from exc
+
+    def _damaged(self, exc: BaseException) -> InputError:
+        path = self.descriptor.path
+        return InputError(path, f"cannot read pixels (file damaged or truncated?): {_reason(exc, path)}")
 
     def read_float(self, window: Box | None = None, bands: Sequence[int] | None = None) -> np.ndarray:
         """float32 pixels with NaN wherever the pixel is not valid (nodata, NaN or inf)."""
@@ -174,7 +188,7 @@ class Scene:
 def open_scene(path: str | Path, *, max_pixels: int | None = None) -> Scene:
     """Open any supported scene after cheap checks; raises InputError naming the file and the problem."""
     path = Path(path)
-    _check_file(path)
+    check_file(path)
     if path.suffix.lower() in HDF5_SUFFIXES:
         backend, descriptor = _open_hdf5(path)
     else:
@@ -194,12 +208,28 @@ def describe(path: str | Path) -> SceneDescriptor:
         return scene.descriptor
 
 
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise InputError(path, "file not found")
-    if path.is_dir():
+def check_file(path: Path) -> None:
+    """Refuse, with the reason, anything that is not a readable regular file with a supported extension."""
+    text = str(path)
+    if "\x00" in text:
+        raise InputError(path, "the file name contains a NUL character")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(path, "the file name is not valid UTF-8; rename the file") from None
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise InputError(path, f"is a broken link (it points to {os.readlink(path)})") from None
+        raise InputError(path, "file not found") from None
+    except OSError as exc:  # a link loop, a name too long for the file system, no permission...
+        raise InputError(path, f"cannot be opened ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(info.st_mode):
         raise InputError(path, "is a folder, not an image file")
-    if path.stat().st_size == 0:
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(path, "is not a regular file (a device, pipe or socket); give an image file")
+    if info.st_size == 0:
         raise InputError(path, "file is empty (0 bytes)")
     if path.suffix.lower() not in SCENE_SUFFIXES:
         raise InputError(
@@ -207,13 +237,35 @@ def _check_file(path: Path) -> None:
         )
 
 
+def _driver(path: Path) -> str:
+    """The GDAL driver for the file's content, from its first bytes.
+
+    Only GeoTIFF, PNG and JPEG are opened: GDAL would otherwise pick any of its drivers by content, and
+    some (VRT, for one) read other files on the server that the file names.
+    """
+    try:
+        with open(path, "rb") as file:
+            head = file.read(16)
+    except OSError as exc:
+        raise InputError(path, f"cannot be opened ({exc.strerror or exc})") from exc
+    for magic, driver in _MAGIC:
+        if head.startswith(magic):
+            return driver
+    if head.startswith(b"\x89HDF"):
+        raise InputError(path, "is an HDF5 file; give it the extension .h5")
+    start = head[:8].decode("ascii", "backslashreplace")
+    raise InputError(
+        path, f"not a readable image: not a GeoTIFF, PNG or JPEG file (it starts with {start!r})"
+    )
+
+
 def _open_rasterio(path: Path) -> tuple[Backend, SceneDescriptor]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            ds = rasterio.open(path)
+            ds = rasterio.open(path, driver=_driver(path))
     except RasterioError as exc:
-        raise InputError(path, f"not a readable image ({_first_line(exc)})") from exc
+        raise InputError(path, f"not a readable image ({_reason(exc, path)})") from exc
     try:
         if ds.count < 1:
             raise InputError(path, "has no bands")
@@ -242,15 +294,9 @@ def _open_hdf5(path: Path) -> tuple[Backend, SceneDescriptor]:
     except OSError as exc:
         raise InputError(path, f"not a readable HDF5 file ({_first_line(exc)})") from exc
     try:
-        if "img" not in file:
-            keys = ", ".join(sorted(file.keys())) or "none"
-            raise InputError(
-                path, f"HDF5 file has no 'img' dataset (Landslide4Sense layout); its keys: {keys}"
-            )
-        ds = file["img"]
-        if not hasattr(ds, "shape") or len(ds.shape) != 3:
-            shape = getattr(ds, "shape", "a group")
-            raise InputError(path, f"'img' must have shape (height, width, bands), found {shape}")
+        ds = hdf5_dataset(file, "img", path, " (Landslide4Sense layout)")
+        if len(ds.shape) != 3:
+            raise InputError(path, f"'img' must have shape (height, width, bands), found {ds.shape}")
         height, width, count = (int(v) for v in ds.shape)
         names = (
             L4S_BAND_NAMES if count == len(L4S_BAND_NAMES) else tuple(f"band {i + 1}" for i in range(count))
@@ -262,6 +308,35 @@ def _open_hdf5(path: Path) -> tuple[Backend, SceneDescriptor]:
         file.close()
         raise
     return HDF5Backend(file, ds), descriptor
+
+
+def hdf5_dataset(file, key: str, path: Path, layout: str = ""):
+    """Dataset `key` of an open HDF5 file; refuses groups and data kept outside the file.
+
+    HDF5 can link a dataset to another file, or store its bytes in any file on the server (external
+    storage, virtual datasets): an uploaded .h5 would then import pixels it does not hold.
+    """
+    import h5py
+
+    link = file.get(key, getlink=True)
+    if link is None:
+        keys = ", ".join(sorted(file.keys())) or "none"
+        raise InputError(path, f"HDF5 file has no {key!r} dataset{layout}; its keys: {keys}")
+    if isinstance(link, h5py.ExternalLink):
+        raise InputError(
+            path, f"{key!r} links to another file ({link.filename}); Scarp only reads data held in the file"
+        )
+    try:
+        ds = file[key]
+    except (KeyError, OSError) as exc:
+        raise InputError(path, f"{key!r} is a broken link inside the file ({_first_line(exc)})") from exc
+    if not isinstance(ds, h5py.Dataset):
+        raise InputError(path, f"{key!r} must be a dataset, found a group")
+    if ds.file.filename != file.filename or ds.is_virtual or ds.external:
+        raise InputError(
+            path, f"{key!r} takes its data from other files; Scarp only reads data held in the file"
+        )
+    return ds
 
 
 def _band_names(
@@ -288,10 +363,13 @@ def _descriptor(
     pixel_size = None
     if crs is not None:
         try:
-            lonlat = tuple(float(v) for v in transform_bounds(crs, "EPSG:4326", *bounds, densify_pts=21))
-        except (RasterioError, ValueError) as exc:
+            with rasterio.Env():  # GDAL's errors go to logging, not straight to stderr (PROJ's are long)
+                lonlat = tuple(float(v) for v in transform_bounds(crs, "EPSG:4326", *bounds, densify_pts=21))
+        except Exception as exc:  # GDAL raises RasterioError, CRSError or a bare CPLE_* error here
             raise InputError(
-                path, f"its CRS cannot be converted to longitude/latitude ({_first_line(exc)})"
+                path,
+                f"its CRS {_crs_name(crs)} cannot be converted to longitude/latitude; Scarp needs a CRS "
+                "on the Earth, such as UTM or EPSG:4326",
             ) from exc
         if not all(math.isfinite(v) for v in lonlat):
             raise InputError(path, "its bounds do not map to valid longitude/latitude; is the CRS right?")
@@ -311,6 +389,15 @@ def _descriptor(
         nodata=None if nodata is None else float(nodata),
         pixel_size_m=pixel_size,
     )
+
+
+def _crs_name(crs: CRS) -> str:
+    """An authority code when the CRS has one, else the name its WKT gives it (never the whole WKT)."""
+    text = crs.to_string()
+    if len(text) <= 40 and "[" not in text:
+        return text
+    match = re.match(r'\s*\w+\["([^"]{1,80})"', crs.wkt)
+    return f'"{match.group(1)}"' if match else "(unnamed)"
 
 
 def _pixel_size_m(
@@ -356,3 +443,20 @@ def _probe(scene: Scene) -> None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def _reason(exc: BaseException, path: str | Path) -> str:
+    """The most telling line of a GDAL or HDF5 error: the root cause rather than "Read failed. See
+    previous exception", without GDAL's advice on its own settings or the path the message already names.
+    """
+    causes = []
+    seen: BaseException | None = exc
+    while seen is not None and len(causes) < 8:
+        causes.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    texts = [_first_line(c) for c in causes]
+    useful = [t for t in texts if "see previous exception" not in t.lower()] or texts
+    text = re.sub(r"\s*\(this error can be turned as a warning[^)]*\)", "", useful[-1])
+    for name in (str(path), Path(path).name):
+        text = text.replace(f"'{name}'", "the file").replace(f"{name}: ", "").replace(f"{name}, ", "")
+    return text.strip() or type(exc).__name__
