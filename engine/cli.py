@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from engine import api, cli_export, cli_train
-from engine.errors import ScarpError
+from engine.errors import ScarpError, printable
 
 EXIT_USER_ERROR = 2
 
@@ -25,7 +26,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except ScarpError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(str(exc))}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:
+        if not isinstance(exc.filename, str | bytes | os.PathLike):  # a bug: keep its traceback
+            raise
+        # The file system refused a path (name too long, permission denied, ...) before any check could.
+        print(f"error: {printable(os.fsdecode(exc.filename))}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -117,6 +124,20 @@ def _parser() -> argparse.ArgumentParser:
     bench_accuracy.add_argument("--bijie", type=Path, default=Path("../shared/data/bijie"))
     bench_accuracy.add_argument("--out", type=Path, default=Path("docs/ACCURACY.md"))
     bench_accuracy.set_defaults(run=_bench_accuracy)
+    bench_infer = bench_kinds.add_parser(
+        "infer", help="whole-scene inference speed and memory against the naive way (docs/BENCHMARKS.md)"
+    )
+    bench_infer.add_argument("--quick", action="store_true", help="a one-minute smoke run on small scenes")
+    bench_infer.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    bench_infer.add_argument("--runs", type=int, default=5, help="timed runs after a warm-up; median")
+    bench_infer.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    bench_infer.add_argument("--large", type=int, default=16384, help="side of the large mosaic, px")
+    bench_infer.add_argument(
+        "--cache", type=Path, default=Path(".cache/bench"), help="where mosaics are kept"
+    )
+    bench_infer.add_argument("--doc", type=Path, default=Path("docs/BENCHMARKS.md"), help="report to update")
+    bench_infer.add_argument("--json", type=Path, help="also write the raw figures here")
+    bench_infer.set_defaults(run=_bench_infer)
     cli_train.add_study_commands(bench_kinds)
 
     ship = commands.add_parser(
@@ -153,7 +174,7 @@ def _import(args: argparse.Namespace) -> int:
         for result in api.import_path(workspace, args.path, mask=args.mask, copy=not args.in_place):
             if isinstance(result, ScarpError):
                 failures += 1
-                print(f"skipped: {result}", file=sys.stderr)
+                print(f"skipped: {printable(str(result))}", file=sys.stderr)
                 continue
             scene = result.scene
             state = "already in the workspace" if result.already_present else "imported"
@@ -272,6 +293,39 @@ def _bench_train(args: argparse.Namespace) -> int:
 
     print(f"machine: {bench.machine()}")
     print(bench.training_table(args.only, args.size, args.batch, args.steps))
+    return 0
+
+
+def _bench_infer(args: argparse.Namespace) -> int:
+    from engine import bench_infer
+    from engine.store.files import atomic_write_text
+
+    report = bench_infer.run_benchmark(
+        quick=args.quick,
+        device_name=args.device,
+        runs=args.runs,
+        cache=args.cache,
+        large=args.large,
+        threads=args.threads,
+        log=lambda line: print(line, flush=True),
+    )
+    flags = [
+        f"--{name} {value}"
+        for name, value, default in (
+            ("device", args.device, "auto"),
+            ("runs", args.runs, 5),
+            ("threads", args.threads, None),
+            ("large", args.large, 16384),
+        )
+        if value != default
+    ]
+    body = bench_infer.markdown(report, " ".join(["python -m engine bench infer", *flags]))
+    print(body)
+    if args.json is not None:
+        atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
+    if not args.quick:  # a smoke run is not a figure to publish
+        bench_infer.write_section(args.doc, bench_infer.SECTION.format(device=report["device"]), body)
+        print(f"wrote {args.doc}")
     return 0
 
 

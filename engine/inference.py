@@ -1,20 +1,26 @@
 """Tiled prediction over a whole scene, streamed to GeoTIFFs that keep the scene's CRS and transform.
 
-Tiles are read window by window, batched through the model(s), blended by the Stitcher and written
-row band by row band, so memory depends on the tile size and the scene width, not on the scene area.
-An ensemble averages the landslide probabilities of its members, as the Landslide4Sense winners did.
+Tiles are read window by window by a reader thread that stays a few batches ahead of the model, run
+through the model(s) in batches (channels_last, bf16 autocast where the hardware has it), blended by
+the Stitcher and written row band by row band. No array spans the scene: memory depends on the tile
+size and the scene width, never on the scene area. A scene that fits in one tile is one padded
+forward pass. An ensemble averages the landslide probabilities of its members, as the Landslide4Sense
+winners did.
 """
 
 from __future__ import annotations
 
 import math
+import queue
+import threading
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import rasterio
 import torch
 from torch import nn
 
@@ -30,6 +36,8 @@ from engine.models.shipped import resolve_checkpoint
 from engine.tiling import Stitcher, TileGrid, iter_batches, pad_tile
 
 Progress = Callable[[int, int], None]
+IO_CACHE_BYTES = 256 * 2**20  # GDAL's block cache while predicting: bounded whatever the scene size
+SINK_COLUMNS = 2048
 
 
 @dataclass
@@ -42,6 +50,8 @@ class PredictOptions:
     tta: bool = False
     threshold: float = 0.5
     crf: bool = False  # DenseCRF on each tile's probability, over the scene's true-colour bands
+    threads: int | None = None  # torch's intra-op threads on a CPU; None keeps torch's default
+    prefetch: int = 2  # batches the reader thread keeps ready ahead of the model
 
 
 @dataclass
@@ -124,13 +134,14 @@ def predict_scene(
     started = time.perf_counter()
     device = pick_device(options.device)
     dtype = resolve_precision(device, options.precision)
-    with open_scene(scene_path) as scene:
+    # GDAL would otherwise cache up to 5 % of RAM of decoded and written blocks: whole outputs.
+    with rasterio.Env(GDAL_CACHEMAX=IO_CACHE_BYTES), open_scene(scene_path) as scene:
         d = scene.descriptor
         members = resolve_models(spec, d.count) if isinstance(spec, str) else spec
         for member in members:
             prepare(member, scene)
             member.model.to(device, memory_format=torch.channels_last).eval()
-        grid = _grid(d, options)
+        grid = scene_grid(d, options)
         landslide = 0
         valid_total = 0
         with (
@@ -138,32 +149,36 @@ def predict_scene(
             _probability_writer(probabilities_out, d) as probs,
         ):
 
-            def sink(y0: int, block: np.ndarray) -> None:
+            def sink(y0: int, rows: np.ndarray) -> None:
                 nonlocal landslide, valid_total
-                probability, valid = block[0], block[1] > 0.5
-                mask = ((probability >= options.threshold) & valid).astype(np.uint8)
-                masks.write(y0, 0, mask)
-                if probs is not None:
-                    probs.write(y0, 0, np.where(valid, probability, np.nan).astype(np.float32))
-                landslide += int(mask.sum())
-                valid_total += int(valid.sum())
+                for x0 in range(0, rows.shape[2], SINK_COLUMNS):  # keeps temporaries small on wide scenes
+                    block = rows[:, :, x0 : x0 + SINK_COLUMNS]
+                    probability, valid = block[0], block[1] > 0.5
+                    mask = ((probability >= options.threshold) & valid).astype(np.uint8)
+                    masks.write(y0, x0, mask)
+                    if probs is not None:
+                        probs.write(y0, x0, np.where(valid, probability, np.nan).astype(np.float32))
+                    landslide += int(mask.sum())
+                    valid_total += int(valid.sum())
 
             stitcher = Stitcher(grid, 2, sink)
             done = 0
-            for batch in iter_batches(grid.tiles(), max(1, options.batch)):
-                tiles = [pad_tile(scene.read_float(grid.source_window(t)), grid.tile) for t in batch]
-                stacked = np.stack(tiles)
-                valid = np.isfinite(stacked).all(axis=1)
-                probability = _ensemble(members, stacked, device, dtype, options.tta)
-                if options.crf:
-                    colour = list(resolve_bands(d, "rgb"))
-                    for i in range(len(batch)):
-                        probability[i] = refine(probability[i], stacked[i, colour])
-                for i, tile in enumerate(batch):
-                    stitcher.add(tile, np.stack([probability[i], valid[i].astype(np.float32)]))
-                done += len(batch)
-                if progress is not None:
-                    progress(done, len(grid))
+            with (
+                _with_threads(options.threads),
+                TileReader(scene, grid, options.batch, options.prefetch) as reader,
+            ):
+                for batch, stacked in reader:
+                    valid = np.isfinite(stacked).all(axis=1)
+                    probability = _ensemble(members, stacked, device, dtype, options.tta)
+                    if options.crf:
+                        colour = list(resolve_bands(d, "rgb"))
+                        for i in range(len(batch)):
+                            probability[i] = refine(probability[i], stacked[i, colour])
+                    for i, tile in enumerate(batch):
+                        stitcher.add(tile, np.stack([probability[i], valid[i].astype(np.float32)]))
+                    done += len(batch)
+                    if progress is not None:
+                        progress(done, len(grid))
             stitcher.close()
     return PredictionSummary(
         tiles=len(grid),
@@ -175,7 +190,78 @@ def predict_scene(
     )
 
 
-def _grid(d: SceneDescriptor, options: PredictOptions) -> TileGrid:
+_END = object()
+
+
+class TileReader:
+    """Reads, pads and stacks the grid's tiles batch by batch in a thread, while the model runs.
+
+    Iterating yields (tiles, (N, bands, tile, tile) float32 with NaN where invalid) in row-major order.
+    At most `depth` batches wait in the queue, so memory stays bounded however slow the model is. An
+    error while reading is raised in the consuming thread; leaving the `with` block stops the thread.
+    """
+
+    def __init__(self, scene: Scene, grid: TileGrid, batch: int, depth: int = 2) -> None:
+        self._scene = scene
+        self._grid = grid
+        self._batch = max(1, batch)
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read_all, name="scarp-tile-reader", daemon=True)
+
+    def __enter__(self) -> TileReader:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def __iter__(self):
+        while True:
+            item = self._queue.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def _read_all(self) -> None:
+        grid, scene = self._grid, self._scene
+        try:
+            for batch in iter_batches(grid.tiles(), self._batch):
+                tiles = [pad_tile(scene.read_float(grid.source_window(t)), grid.tile) for t in batch]
+                if not self._put((batch, np.stack(tiles))):
+                    return
+            self._put(_END)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            self._put(exc)
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+
+@contextmanager
+def _with_threads(threads: int | None):
+    """torch's intra-op thread count for the block, restored afterwards (it is process-wide)."""
+    if not threads:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def scene_grid(d: SceneDescriptor, options: PredictOptions) -> TileGrid:
     """A scene that fits in one tile is run as one tile just big enough (a multiple of 32)."""
     tile = min(options.tile, 32 * math.ceil(max(d.height, d.width) / 32))
     overlap = min(options.overlap, tile // 2)

@@ -8,7 +8,7 @@ import rasterio
 import torch
 
 from engine.errors import InputError
-from engine.inference import Member, PredictOptions, predict_scene, resolve_models
+from engine.inference import Member, PredictOptions, predict_scene, prepare, resolve_models
 from engine.io.masks import read_mask
 from engine.io.raster import describe, open_scene
 
@@ -69,21 +69,61 @@ def test_tiled_equals_one_tile_where_tiles_do_not_overlap_edges(tmp_path, cas_ti
     assert np.abs(one - tiled).mean() < 0.1
 
 
-def test_bf16_agrees_with_fp32(tmp_path, iburi_post):
+def test_batched_bf16_agrees_with_fp32_batch_one(tmp_path, iburi_post):
     """Thresholded at the median fp32 probability, half the pixels sit on each side: a fair test."""
     members = _members("kda_student")
-    predict_scene(
-        members, iburi_post, tmp_path / "fp32.tif", tmp_path / "p.tif", PredictOptions(precision="fp32")
-    )
+    reference = PredictOptions(precision="fp32", batch=1)
+    predict_scene(members, iburi_post, tmp_path / "fp32.tif", tmp_path / "p.tif", reference)
     median = float(np.nanmedian(_read(tmp_path / "p.tif")))
     masks = {}
-    for precision in ("fp32", "bf16"):
-        options = PredictOptions(precision=precision, threshold=median)
+    for precision, batch in (("fp32", 1), ("bf16", 4)):
+        options = PredictOptions(precision=precision, batch=batch, threshold=median)
         predict_scene(members, iburi_post, tmp_path / f"{precision}.tif", options=options)
         masks[precision] = read_mask(tmp_path / f"{precision}.tif")
     assert 0.4 < masks["fp32"].mean() < 0.6
     agreement = (masks["fp32"] == masks["bf16"]).mean()
     assert agreement >= 0.99, agreement
+
+
+def test_stitched_result_does_not_depend_on_the_batch_size(tmp_path, iburi_post):
+    members = _members("segformer_b0")
+    probabilities = {}
+    for batch in (1, 3, 8):  # 3 leaves a short last batch; 8 is more than a row of tiles
+        options = PredictOptions(tile=256, overlap=48, batch=batch, precision="fp32", prefetch=1)
+        predict_scene(members, iburi_post, tmp_path / f"m{batch}.tif", tmp_path / f"p{batch}.tif", options)
+        probabilities[batch] = _read(tmp_path / f"p{batch}.tif")
+    for batch in (3, 8):
+        np.testing.assert_allclose(probabilities[batch], probabilities[1], atol=1e-5, equal_nan=True)
+        decided = np.abs(probabilities[1] - 0.5) > 1e-4
+        np.testing.assert_array_equal(
+            read_mask(tmp_path / f"m{batch}.tif")[decided], read_mask(tmp_path / "m1.tif")[decided]
+        )
+
+
+def test_naive_baseline_computes_the_same_map(tmp_path, iburi_post):
+    """The benchmark's naive way (whole scene in memory, one fp32 tile at a time) is the same map."""
+    from engine.bench_infer import naive_predict
+
+    (member,) = _members("segformer_b0")
+    options = PredictOptions(precision="fp32", batch=4)
+    predict_scene([member], iburi_post, tmp_path / "ours.tif", tmp_path / "ours_p.tif", options)
+    with open_scene(iburi_post) as scene:
+        prepare(member, scene)
+    tiles = naive_predict(member, iburi_post, tmp_path / "naive.tif", tmp_path / "naive_p.tif")
+    assert tiles == 12  # 3 rows × 4 columns of 512 px tiles with 64 px overlap
+    np.testing.assert_allclose(_read(tmp_path / "naive_p.tif"), _read(tmp_path / "ours_p.tif"), atol=1e-4)
+
+
+def test_a_read_error_in_the_reader_thread_reaches_the_caller(tmp_path, iburi_post, monkeypatch):
+    from engine.io.raster import Scene
+
+    def broken(self, window=None, bands=None):
+        raise InputError(self.descriptor.path, "cannot read pixels (file damaged?)")
+
+    monkeypatch.setattr(Scene, "read_float", broken)
+    with pytest.raises(InputError, match="file damaged"):
+        predict_scene(_members("segformer_b0"), iburi_post, tmp_path / "m.tif", tmp_path / "p.tif")
+    assert not (tmp_path / "m.tif").exists() and not (tmp_path / "p.tif").exists()
 
 
 def test_tta_and_ensemble(tmp_path, bijie_pair):

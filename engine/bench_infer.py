@@ -1,0 +1,436 @@
+"""`python -m engine bench infer`: whole-scene inference speed and memory, ours against the naive way.
+
+The naive baseline is what a typical script does: read the whole scene into one array, run one tile
+at a time in fp32 (NCHW, `torch.no_grad`), and hold the whole probability output in memory until it
+is written. It runs the same tile grid and blending as Scarp, so both produce the same map and the
+ratio measures engineering, not less work. Each end-to-end figure comes from a fresh child process
+(`python -m engine.bench_infer run ...`) so that its peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+
+from engine.bench import count_flops, machine, training_throughput
+from engine.devices import autocast, cpu_has_bf16, pick_device
+from engine.inference import Member, PredictOptions, predict_scene, prepare, resolve_models, scene_grid
+from engine.io.raster import open_scene
+from engine.io.writers import write_raster
+from engine.models.checkpoint import ModelCard
+from engine.models.shipped import ASSETS, shipped_names
+from engine.store.files import atomic_write, atomic_write_text
+from engine.tiling import blend_weights, pad_tile
+
+RESEARCH_MODELS = ("kda_student", "emr_hrnet", "mrife")
+IBURI = Path("../shared/data/iburi_s2/post_event_S2_RGB_B4B3B2.tif")
+SECTION = "inference-{device}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Scenes
+
+
+def build_mosaic(source: Path, out: Path, size: int) -> Path:
+    """A size × size tiled GeoTIFF made of mirrored copies of `source`, written band of rows by band.
+
+    Mirroring (not plain repetition) keeps the mosaic free of seams, so it looks like one large scene
+    to a model. It keeps the source's pixel size and origin. An existing file of the right size is
+    reused: building the 16384² mosaic takes about a minute.
+    """
+    if out.is_file():
+        with rasterio.open(out) as ds:
+            if (ds.width, ds.height) == (size, size):
+                return out
+    with rasterio.open(source) as src:
+        data = src.read()
+        profile = {
+            "driver": "GTiff",
+            "width": size,
+            "height": size,
+            "count": src.count,
+            "dtype": src.dtypes[0],
+            "crs": src.crs,
+            "transform": src.transform,
+            "nodata": src.nodata,
+            "compress": "deflate",
+            "tiled": True,
+            "blockxsize": 512,
+            "blockysize": 512,
+            "BIGTIFF": "IF_SAFER",
+        }
+    cols = _mirror(data.shape[2], size)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        for y in range(0, size, 512):
+            rows = _mirror(data.shape[1], size)[y : y + 512]
+            dst.write(data[:, rows][:, :, cols], window=((y, y + len(rows)), (0, size)))
+    return out
+
+
+def _mirror(length: int, size: int) -> np.ndarray:
+    """Indices 0..length-1, then back down, and so on: mirrored copies that meet without a seam."""
+    k = np.arange(size) % (2 * length)
+    return np.where(k < length, k, 2 * length - 1 - k)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The naive baseline
+
+
+def naive_predict(
+    member: Member, scene_path: Path, mask_out: Path, probabilities_out: Path, tile=512, overlap=64
+):
+    """The whole-scene, one-tile-at-a-time, fp32 way; same grid and blending as `predict_scene`."""
+    model = member.model.to(memory_format=torch.contiguous_format).eval()
+    with open_scene(scene_path) as scene:
+        d = scene.descriptor
+        raw = scene.read()  # the whole scene
+        valid = scene.valid(raw)
+        image = raw[list(member.bands)].astype(np.float32)
+    image = (image - member.mean[:, None, None]) / member.std[:, None, None]
+    image[:, ~valid] = 0.0
+    grid = scene_grid(d, PredictOptions(tile=tile, overlap=overlap))
+    weights = blend_weights(grid.tile, grid.overlap).astype(np.float32)
+    total = np.zeros((d.height, d.width), np.float32)
+    weight = np.zeros((d.height, d.width), np.float32)
+    with torch.no_grad():
+        for t in grid.tiles():
+            y, x, h, w = grid.source_window(t)
+            x_tile = torch.from_numpy(
+                np.ascontiguousarray(pad_tile(image[:, y : y + h, x : x + w], grid.tile))
+            )
+            probability = torch.softmax(model(x_tile[None]), dim=1)[0, 1].numpy()
+            total[y : y + h, x : x + w] += probability[:h, :w] * weights[:h, :w]
+            weight[y : y + h, x : x + w] += weights[:h, :w]
+    probability = np.where(valid, total / weight, np.nan).astype(np.float32)
+    write_raster(mask_out, ((probability >= 0.5) & valid).astype(np.uint8), d)
+    write_raster(probabilities_out, probability, d, nodata=float("nan"))
+    return len(grid)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Models and their cost
+
+
+def research_member(architecture: str) -> Member:
+    """The shipped 3-band checkpoint of an architecture, or a random-weight one (same speed)."""
+    for name in shipped_names():
+        card = ModelCard.from_file(ASSETS / f"{name}.json")
+        if card.architecture == architecture and card.in_channels == 3:
+            return resolve_models(name, 3)[0]
+    torch.manual_seed(0)
+    return resolve_models(architecture, 3)[0]
+
+
+def model_tiles_per_s(
+    model: torch.nn.Module, device: torch.device, dtype: torch.dtype, batch: int, runs: int, size: int = 512
+) -> float:
+    """Median tiles/s of the model alone on random (batch, 3, size, size) input, after 2 warm-ups."""
+    model = model.to(device, memory_format=torch.channels_last).eval()
+    x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    times = []
+    with torch.inference_mode():
+        for i in range(runs + 2):
+            _sync(device)
+            start = time.perf_counter()
+            with autocast(device, dtype):
+                model(x)
+            _sync(device)
+            if i >= 2:
+                times.append(time.perf_counter() - start)
+    return batch / statistics.median(times)
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, runs: int = 5) -> float:
+    """This machine's measured matmul GFLOP/s in `dtype` (best of the timed runs of large squares)."""
+    n = 8192 if device.type == "cuda" else 2048
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    best = math.inf
+    for i in range(runs + 2):
+        _sync(device)
+        start = time.perf_counter()
+        a @ b
+        _sync(device)
+        if i >= 2:
+            best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+# ---------------------------------------------------------------------------------------------------
+# End to end, in a child process
+
+
+@dataclass(frozen=True)
+class EndToEnd:
+    seconds: float  # median of the timed runs
+    runs: int
+    peak_rss_mb: float
+    tiles: int
+
+
+def end_to_end(
+    architecture: str, scene: Path, mode: str, runs: int, options: PredictOptions, warmup: Path
+) -> EndToEnd:
+    """Median seconds and the peak RSS of a child that loads the model, warms up, then times `runs`."""
+    command = [
+        sys.executable, "-m", "engine.bench_infer", "run", architecture, str(scene), mode,
+        "--runs", str(runs), "--warmup", str(warmup), "--batch", str(options.batch),
+        "--precision", options.precision, "--device", options.device,
+    ]  # fmt: skip
+    if options.threads:
+        command += ["--threads", str(options.threads)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark child failed: {' '.join(command)}\n{done.stderr[-2000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return EndToEnd(statistics.median(result["seconds"]), runs, result["peak_rss_mb"], result["tiles"])
+
+
+def _child(args: argparse.Namespace) -> None:
+    options = PredictOptions(
+        batch=args.batch, precision=args.precision, device=args.device, threads=args.threads
+    )
+    member = research_member(args.architecture)
+    seconds = []
+    tiles = 0
+    with tempfile.TemporaryDirectory(prefix="scarp-bench-") as tmp:
+        out = Path(tmp)
+        for i, scene in enumerate([args.warmup] + [args.scene] * args.runs):
+            start = time.perf_counter()
+            if args.mode == "naive":
+                with open_scene(scene) as opened:
+                    prepare(member, opened)
+                tiles = naive_predict(member, scene, out / "mask.tif", out / "prob.tif")
+            else:
+                tiles = predict_scene([member], scene, out / "mask.tif", out / "prob.tif", options).tiles
+            if i > 0:
+                seconds.append(time.perf_counter() - start)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak, "tiles": tiles}))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The whole benchmark
+
+
+def run_benchmark(
+    *,
+    quick: bool = False,
+    device_name: str = "auto",
+    runs: int = 5,
+    cache: Path = Path(".cache/bench"),
+    iburi: Path = IBURI,
+    large: int = 16384,
+    small: int = 4096,
+    threads: int | None = None,
+    log=print,
+) -> dict:
+    """Measure everything, returning a JSON-able report; `quick` is a minute-long smoke run."""
+    device = pick_device(device_name)
+    if quick:
+        runs, large, small = 1, 1536, 1024
+    models = ("kda_student",) if quick else RESEARCH_MODELS
+    precisions = [torch.float32, torch.bfloat16]
+    if device.type == "cuda":
+        precisions.append(torch.float16)
+    batches = (1, 4) if device.type == "cpu" else (8, 32, 64, 128)
+    if quick:
+        batches = batches[:1]
+    report: dict = {
+        "machine": machine() if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "device": device.type,
+        "runs": runs,
+        "date": time.strftime("%Y-%m-%d"),
+        "bf16_native": cpu_has_bf16() if device.type == "cpu" else True,
+    }
+    log("matmul peak …")
+    report["peak_gflops"] = {_name(p): matmul_peak(device, p, runs) for p in precisions}
+    log(f"  {report['peak_gflops']}")
+
+    report["models"] = []
+    for architecture in models:
+        member = research_member(architecture)
+        gflops = count_flops(member.model.float().cpu(), 512, 3) / 1e9
+        rows = []
+        for precision in precisions:
+            for batch in batches:
+                rate = model_tiles_per_s(member.model, device, precision, batch, runs)
+                rows.append({"precision": _name(precision), "batch": batch, "tiles_per_s": rate})
+                log(f"{architecture} {_name(precision)} batch {batch}: {rate:.2f} tiles/s")
+        best = max(rows, key=lambda r: r["tiles_per_s"])
+        peak = report["peak_gflops"][best["precision"]]
+        report["models"].append(
+            {
+                "model": architecture,
+                "weights": member.label,
+                "gflops_per_tile": gflops,
+                "runs": rows,
+                "best": best,
+                "fraction_of_peak": gflops * best["tiles_per_s"] / peak,
+                "fraction_of_bf16_peak": gflops * best["tiles_per_s"] / report["peak_gflops"]["bf16"],
+            }
+        )
+        member.model.cpu()
+
+    # End to end: our pipeline with the best model-only settings, the naive way beside it.
+    scenes = [("Iburi", iburi)]
+    scenes.append((f"{small}²", build_mosaic(iburi, cache / f"iburi_mosaic_{small}.tif", small)))
+    scenes.append((f"{large}²", build_mosaic(iburi, cache / f"iburi_mosaic_{large}.tif", large)))
+    report["end_to_end"] = []
+    for entry in report["models"]:
+        best = entry["best"]
+        options = PredictOptions(
+            batch=best["batch"], precision=best["precision"], device=device.type, threads=threads
+        )
+        for label, scene in scenes:
+            if label != "Iburi" and entry["model"] != "kda_student":
+                continue  # whole mosaics only for the default model: hours for the others on a CPU
+            with rasterio.open(scene) as ds:
+                mpx = ds.width * ds.height / 1e6
+            row = {"model": entry["model"], "scene": label, "mpx": mpx, "options": vars(options).copy()}
+            for mode in ("ours", "naive"):
+                log(f"end to end: {entry['model']} on {label}, {mode} …")
+                result = end_to_end(entry["model"], scene, mode, runs, options, iburi)
+                row[mode] = {
+                    "seconds": result.seconds,
+                    "mpx_per_s": mpx / result.seconds,
+                    "peak_rss_mb": result.peak_rss_mb,
+                    "tiles": result.tiles,
+                }
+                log(f"  {mpx / result.seconds:.3f} Mpx/s, peak RSS {result.peak_rss_mb:.0f} MB")
+            row["speedup"] = row["ours"]["mpx_per_s"] / row["naive"]["mpx_per_s"]
+            report["end_to_end"].append(row)
+
+    report["training"] = []
+    if not quick and device.type == "cpu":
+        for architecture in models:
+            rates = {
+                p: training_throughput(architecture, 256, 4, runs, precision=p) for p in ("fp32", "bf16")
+            }
+            report["training"].append({"model": architecture, "images_per_s": rates})
+            log(f"training {architecture}: {rates}")
+    return report
+
+
+def _name(dtype: torch.dtype) -> str:
+    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
+# ---------------------------------------------------------------------------------------------------
+# The report
+
+
+def markdown(report: dict, command: str) -> str:
+    """The BENCHMARKS.md section for one report."""
+    peaks = report["peak_gflops"]
+    lines = [
+        f"Machine: {report['machine']}; {report['date']}. Command: `{command}`.",
+        f"Every figure is the median of {report['runs']} runs after a warm-up.",
+        "",
+        "Measured matmul peak (2048² square matmuls on a CPU, 8192² on a GPU): "
+        + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items())
+        + ".",
+        "",
+        "**Model only**, 512² tiles, 3 bands, best batch and precision:",
+        "",
+        "| model | weights | GFLOPs/tile | best | tiles/s | of that precision's peak | of the bf16 peak |",
+        "|---|---|---:|---|---:|---:|---:|",
+    ]
+    for m in report["models"]:
+        b = m["best"]
+        lines.append(
+            f"| {m['model']} | {m['weights']} | {m['gflops_per_tile']:.1f}"
+            f" | {b['precision']}, batch {b['batch']} | {b['tiles_per_s']:.2f}"
+            f" | {m['fraction_of_peak']:.0%} | {m['fraction_of_bf16_peak']:.0%} |"
+        )
+    lines += [
+        "",
+        "All model-only runs (tiles/s):",
+        "",
+        "| model | "
+        + " | ".join(f"{r['precision']} b{r['batch']}" for r in report["models"][0]["runs"])
+        + " |",
+        "|---|" + "---:|" * len(report["models"][0]["runs"]),
+    ]
+    for m in report["models"]:
+        lines.append(f"| {m['model']} | " + " | ".join(f"{r['tiles_per_s']:.2f}" for r in m["runs"]) + " |")
+    lines += [
+        "",
+        "**End to end** (read, normalise, infer, blend, write the mask and the probability GeoTIFFs):",
+        "",
+        "| model | scene | Mpx | ours Mpx/s | ours peak RSS (MB) | naive Mpx/s | naive peak RSS (MB)"
+        " | ours/naive |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["end_to_end"]:
+        o, n = r["ours"], r["naive"]
+        lines.append(
+            f"| {r['model']} | {r['scene']} | {r['mpx']:.1f} | {o['mpx_per_s']:.3f}"
+            f" | {o['peak_rss_mb']:.0f} | {n['mpx_per_s']:.3f} | {n['peak_rss_mb']:.0f}"
+            f" | **{r['speedup']:.2f}×** |"
+        )
+    if report["training"]:
+        lines += [
+            "",
+            "**Training** throughput (full steps with each model's default method and loss,"
+            " 256² crops, batch 4):",
+            "",
+            "| model | images/s fp32 | images/s bf16 |",
+            "|---|---:|---:|",
+        ]
+        for t in report["training"]:
+            rates = t["images_per_s"]
+            lines.append(f"| {t['model']} | {rates['fp32']:.2f} | {rates['bf16']:.2f} |")
+    return "\n".join(lines)
+
+
+def write_section(doc: Path, name: str, body: str) -> None:
+    """Replace (or append) the part of `doc` between `<!-- bench:name -->` and `<!-- /bench:name -->`."""
+    begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    text = doc.read_text() if doc.is_file() else ""
+    block = f"{begin}\n{body}\n{end}"
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    atomic_write_text(doc, text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m engine.bench_infer")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="one end-to-end measurement (used by the benchmark)")
+    run.add_argument("architecture", choices=RESEARCH_MODELS)
+    run.add_argument("scene", type=Path)
+    run.add_argument("mode", choices=("ours", "naive"))
+    run.add_argument("--runs", type=int, default=5)
+    run.add_argument("--warmup", type=Path, required=True)
+    run.add_argument("--batch", type=int, default=4)
+    run.add_argument("--precision", default="auto")
+    run.add_argument("--device", default="auto")
+    run.add_argument("--threads", type=int)
+    _child(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
