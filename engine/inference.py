@@ -29,14 +29,13 @@ from engine.devices import autocast, pick_device, resolve_precision
 from engine.errors import InputError
 from engine.io.bands import band_statistics, resolve_bands
 from engine.io.raster import Scene, SceneDescriptor, open_scene
-from engine.io.writers import raster_writer
+from engine.io.writers import BLOCK, raster_writer
 from engine.models import ARCHITECTURES, build_model
 from engine.models.checkpoint import ModelCard, load_model
 from engine.models.shipped import resolve_checkpoint
 from engine.tiling import Stitcher, TileGrid, iter_batches, pad_tile
 
 Progress = Callable[[int, int], None]
-IO_CACHE_BYTES = 256 * 2**20  # GDAL's block cache while predicting: bounded whatever the scene size
 SINK_COLUMNS = 2048
 
 
@@ -134,8 +133,7 @@ def predict_scene(
     started = time.perf_counter()
     device = pick_device(options.device)
     dtype = resolve_precision(device, options.precision)
-    # GDAL would otherwise cache up to 5 % of RAM of decoded and written blocks: whole outputs.
-    with rasterio.Env(GDAL_CACHEMAX=IO_CACHE_BYTES), open_scene(scene_path) as scene:
+    with open_scene(scene_path) as scene:
         d = scene.descriptor
         members = resolve_models(spec, d.count) if isinstance(spec, str) else spec
         for member in members:
@@ -144,41 +142,43 @@ def predict_scene(
         grid = scene_grid(d, options)
         landslide = 0
         valid_total = 0
+
+        def sink(y0: int, rows: np.ndarray) -> None:
+            nonlocal landslide, valid_total
+            for x0 in range(0, rows.shape[2], SINK_COLUMNS):  # keeps temporaries small on wide scenes
+                probability = rows[0, :, x0 : x0 + SINK_COLUMNS]
+                valid = np.isfinite(probability)
+                mask = (probability >= options.threshold).astype(np.uint8)  # NaN compares False
+                masks.write(y0, x0, mask)
+                if probs is not None:
+                    probs.write(y0, x0, probability)
+                landslide += int(mask.sum())
+                valid_total += int(valid.sum())
+
+        # GDAL would otherwise keep up to 5 % of RAM of decoded and written blocks: whole outputs.
         with (
+            rasterio.Env(GDAL_CACHEMAX=io_cache_bytes(d, grid)),
             raster_writer(mask_out, d, 1, "uint8") as masks,
             _probability_writer(probabilities_out, d) as probs,
+            _with_threads(options.threads),
+            TileReader(scene, grid, options.batch, options.prefetch) as reader,
         ):
-
-            def sink(y0: int, rows: np.ndarray) -> None:
-                nonlocal landslide, valid_total
-                for x0 in range(0, rows.shape[2], SINK_COLUMNS):  # keeps temporaries small on wide scenes
-                    block = rows[:, :, x0 : x0 + SINK_COLUMNS]
-                    probability, valid = block[0], block[1] > 0.5
-                    mask = ((probability >= options.threshold) & valid).astype(np.uint8)
-                    masks.write(y0, x0, mask)
-                    if probs is not None:
-                        probs.write(y0, x0, np.where(valid, probability, np.nan).astype(np.float32))
-                    landslide += int(mask.sum())
-                    valid_total += int(valid.sum())
-
-            stitcher = Stitcher(grid, 2, sink)
+            # A pixel's validity is the same in every tile that covers it, so NaN carries it through
+            # the blend: one channel, and the band across the scene stays as small as it can.
+            stitcher = Stitcher(grid, 1, sink)
             done = 0
-            with (
-                _with_threads(options.threads),
-                TileReader(scene, grid, options.batch, options.prefetch) as reader,
-            ):
-                for batch, stacked in reader:
-                    valid = np.isfinite(stacked).all(axis=1)
-                    probability = _ensemble(members, stacked, device, dtype, options.tta)
-                    if options.crf:
-                        colour = list(resolve_bands(d, "rgb"))
-                        for i in range(len(batch)):
-                            probability[i] = refine(probability[i], stacked[i, colour])
-                    for i, tile in enumerate(batch):
-                        stitcher.add(tile, np.stack([probability[i], valid[i].astype(np.float32)]))
-                    done += len(batch)
-                    if progress is not None:
-                        progress(done, len(grid))
+            for batch, stacked in reader:
+                probability = _ensemble(members, stacked, device, dtype, options.tta)
+                if options.crf:
+                    colour = list(resolve_bands(d, "rgb"))
+                    for i in range(len(batch)):
+                        probability[i] = refine(probability[i], stacked[i, colour])
+                probability[~np.isfinite(stacked).all(axis=1)] = np.nan
+                for i, tile in enumerate(batch):
+                    stitcher.add(tile, probability[i : i + 1])
+                done += len(batch)
+                if progress is not None:
+                    progress(done, len(grid))
             stitcher.close()
     return PredictionSummary(
         tiles=len(grid),
@@ -188,6 +188,16 @@ def predict_scene(
         landslide_fraction=landslide / valid_total if valid_total else 0.0,
         models=tuple(m.label for m in members),
     )
+
+
+def io_cache_bytes(d: SceneDescriptor, grid: TileGrid) -> int:
+    """GDAL's block cache for one prediction: the input block rows a tile row reads, and the output
+    block rows still being filled. Less would decode input blocks again or flush half-written output
+    blocks; more would only hold rows that are done. Grows with the width, never with the height."""
+    input_row = d.width * d.count * np.dtype(d.dtype).itemsize
+    output_row = d.width * (1 + 4)  # the uint8 mask and the float32 probabilities
+    wanted = (grid.tile + 512) * input_row + 2 * BLOCK * output_row
+    return int(min(max(wanted, 16 * 2**20), 1024 * 2**20))
 
 
 _END = object()

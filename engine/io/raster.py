@@ -123,9 +123,12 @@ class Scene:
         except (RasterioError, OSError, KeyError, ValueError) as exc:
             raise self._damaged(exc) from exc
 
-    def _damaged(self, exc: BaseException) -> InputError:
+    def _damaged(self, exc: BaseException) -> InputError | MemoryError:
         path = self.descriptor.path
-        return InputError(path, f"cannot read pixels (file damaged or truncated?): {_reason(exc, path)}")
+        reason = _reason(exc, path)
+        if "cannot allocate" in reason.lower():  # GDAL out of memory: not the file's fault
+            return MemoryError(f"out of memory while reading {path}: {reason}")
+        return InputError(path, f"cannot read pixels (file damaged or truncated?): {reason}")
 
     def read_float(self, window: Box | None = None, bands: Sequence[int] | None = None) -> np.ndarray:
         """float32 pixels with NaN wherever the pixel is not valid (nodata, NaN or inf)."""
