@@ -13,7 +13,10 @@
 - Cancelling marks the job cancelled at once; a running job notices at its next progress report and
   unwinds. Results are registered only in a commit step, under `jobs.lock`, which `cancel_job` takes
   too: either the cancel comes first and nothing is registered, or the job has already succeeded and
-  the cancel is refused.
+  the cancel is refused. The commit and the job's success are one database transaction, so a worker
+  killed mid-commit leaves nothing half-registered.
+- A worker that dies (SIGKILL, crash) leaves its job "running"; the next worker fails it, or, for a kind
+  that can resume (`train`, once it has a checkpoint), queues it again to continue from there.
 - New kinds: add a `JobKind` to `HANDLERS` (see `engine.jobs_predict` for the pattern).
 """
 
@@ -134,4 +137,4 @@ def run_worker(root: str | Path) -> int:
         def pending() -> set[int]:
             return {int(task.args[0]) for task in huey.pending() if task.args}
 
-        return serve(workspace, huey.dequeue, huey.execute, run_job, pending)
+        return serve(workspace, huey.dequeue, huey.execute, run_job, pending, HANDLERS)

@@ -302,9 +302,14 @@ class JobKind:
     so a bad request fails at once, not minutes later in the worker. `run` runs in the worker: the long,
     cancellable part, which must register nothing and instead returns a `Commit` that the worker runs
     under the commit lock. `describe` turns the commit's result into the finished job's one line.
+
+    `resumable(scratch)`, when given, says whether an interrupted job left a state in its scratch folder
+    to continue from (a training checkpoint): the next worker then queues the job again, keeping the
+    folder, instead of failing it; `run` must pick the state up.
     """
 
     name: str
     prepare: Callable[[Workspace, dict[str, Any]], dict[str, Any]]
     run: Callable[[JobContext], Commit]
     describe: Callable[[dict[str, Any]], str]
+    resumable: Callable[[Path], bool] | None = None

@@ -12,10 +12,17 @@ Parameters (checked by `prepare` in the submitting process):
 The job scores the base model on the validation set, trains, scores the result, and registers the new
 model version with its parent, the mask versions it learned from, and both scores. The message of a
 running job carries `history` (one entry per epoch: loss and validation mIoU) for a live chart.
+
+Training writes its per-epoch resume state into the job's scratch folder. If the worker dies (SIGKILL,
+crash) or is shut down, the next worker queues the job again and it continues after the last finished
+epoch (`resumed_from` in the result), provided its training data is still the same: the snapshot of
+the first attempt is kept beside the checkpoint, and a changed one (a newer correction) starts over.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import time
@@ -24,7 +31,7 @@ from typing import Any
 
 from engine.errors import InputError
 from engine.jobs_core import Commit, JobContext, JobKind, format_duration
-from engine.store import Workspace
+from engine.store import Workspace, atomic_write, atomic_write_text
 
 MODES = ("finetune", "pseudo_label")
 PSEUDO_MODES = ("threshold", "top_percent", "mc_dropout")
@@ -46,6 +53,9 @@ DEFAULTS: dict[str, Any] = {
     "name": None,
 }
 REPORT_EVERY_S = 0.5
+CHECKPOINT = "model.safetensors"
+RESUME_STATE = "model.resume.pt"  # engine.training.loop.resume_path(CHECKPOINT), named without torch
+ATTEMPT = "attempt.json"  # the first attempt's data snapshot and base score, for a resumed run
 
 
 def prepare(workspace: Workspace, params: dict[str, Any]) -> dict[str, Any]:
@@ -145,8 +155,6 @@ def run(context: JobContext) -> Commit:
         validation = WorkspaceTiles(
             workspace, params["val_scene_ids"], tile=512, sources=(*TRAINING_SOURCES, "prediction")
         )
-    context.report("scoring", f"scoring {start.stem} on the validation set", 0.02)
-    before = evaluate_checkpoint(start, dataset=validation, precision=params["precision"])
     selected = None
     if params["mode"] == "pseudo_label":
         context.report("pseudo-labelling", "the base model labels the unreviewed scenes", 0.06)
@@ -168,9 +176,7 @@ def run(context: JobContext) -> Commit:
         patience=max(params["epochs"], 1),
         normalisation="per_image" if card.mean is None else "dataset",
     )
-    out = context.scratch / "model.safetensors"
-    history: list[dict[str, Any]] = []
-    progress = _TrainingProgress(context, history)
+    out = context.scratch / CHECKPOINT
     datasets = (torch.utils.data.ConcatDataset(parts), validation)
     snapshot = {
         "base": start.stem,
@@ -180,27 +186,93 @@ def run(context: JobContext) -> Commit:
         "validation": params["val_folder"] or {"scene_ids": params["val_scene_ids"]},
         **({"pseudo_mode": params["pseudo_mode"], "selected": selected} if selected is not None else {}),
     }
+    resume, before = _previous_attempt(context, snapshot)
+    if before is None:
+        context.report("scoring", f"scoring {start.stem} on the validation set", 0.02)
+        before = _short(evaluate_checkpoint(start, dataset=validation, precision=params["precision"]))
+        attempt = {"snapshot": snapshot, "before": before}
+        atomic_write_text(context.scratch / ATTEMPT, json.dumps(attempt, default=float))
+    history: list[dict[str, Any]] = []
+    if resume is not None:
+        history += [_epoch_entry(r["epoch"], r.get("loss"), r.get("val_miou")) for r in resume["history"]]
+        context.report(
+            "training", f"resuming after epoch {resume['epochs_done']} of {params['epochs']}",
+            0.1 + 0.8 * resume["epochs_done"] / params["epochs"], history=history,
+        )  # fmt: skip
+    progress = _TrainingProgress(context, history)
     result = train(
-        config, None, out, datasets=datasets, init=start, progress=progress,
+        config, None, out, datasets=datasets, init=start, progress=progress, resume=resume is not None,
         provenance={"job": context.job.id, "training_snapshot": snapshot},
     )  # fmt: skip
     context.report("scoring", "scoring the new model on the validation set", 0.92, history=history)
     after = evaluate_checkpoint(out, dataset=validation, precision=params["precision"])
     metrics = {"before": _short(before), "after": _short(after), "best_epoch": result.best_epoch}
+    resumed = {"resumed_from": result.resumed_from} if result.resumed_from else {}
 
     def commit() -> dict[str, Any]:
         name = workspace.free_model_name(params["name"] or f"{start.stem}-ft{context.job.id}")
         target = workspace.root / "models" / f"{_file_stem(name)}-job{context.job.id}.safetensors"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(out.with_suffix(".json"), target.with_suffix(".json"))
-        shutil.copyfile(out, target)
+        for source, final in ((out.with_suffix(".json"), target.with_suffix(".json")), (out, target)):
+            workspace.remove_on_rollback(final)  # the card and weights go if the registration does not
+            _place(source, final)
         model = workspace.add_model(
             name, card.architecture, config.to_dict(), target,
             parent_id=parent_id, training_snapshot=snapshot, metrics=metrics,
         )  # fmt: skip
-        return {"model_id": model.id, "name": name, "history": history, **metrics}
+        return {"model_id": model.id, "name": name, "history": history, **metrics, **resumed}
 
     return commit
+
+
+def _place(source: Path, target: Path) -> None:
+    """Link (or copy, across file systems) a finished scratch file in; it appears whole or not at all."""
+    with atomic_write(target) as tmp:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+
+
+def _previous_attempt(context: JobContext, snapshot: dict[str, Any]) -> tuple[dict[str, Any] | None, Any]:
+    """(resume state, base score) left by an interrupted attempt of this job, or (None, None).
+
+    The checkpoint is used only if the training data is what it was trained on; otherwise the job
+    starts over (and says so), rather than mix two data sets in one model.
+    """
+    attempt_file, state_file = context.scratch / ATTEMPT, context.scratch / RESUME_STATE
+    try:
+        attempt = json.loads(attempt_file.read_text())
+    except (OSError, ValueError):
+        attempt = None
+    same_data = isinstance(attempt, dict) and attempt.get("snapshot") == json.loads(
+        json.dumps(snapshot, default=float)
+    )
+    if not same_data:
+        if attempt is not None or state_file.exists():
+            context.report("loading", "the training data changed since the interruption; starting over", 0.02)
+        attempt_file.unlink(missing_ok=True)
+        state_file.unlink(missing_ok=True)
+        return None, None
+    if not state_file.is_file():
+        return None, attempt.get("before")
+    from engine.training.loop import load_resume_state
+
+    try:
+        state = load_resume_state(context.scratch / CHECKPOINT)
+    except InputError:  # unreadable (it is written atomically, so only a damaged disk does this)
+        context.report("loading", "the training checkpoint is unreadable; starting over", 0.02)
+        state_file.unlink(missing_ok=True)
+        return None, attempt.get("before")
+    return (state["state"] if state else None), attempt.get("before")
+
+
+def _resumable(scratch: Path) -> bool:
+    """A train job can continue once it has written the resume state of its first epoch."""
+    return (scratch / RESUME_STATE).is_file() and (scratch / ATTEMPT).is_file()
+
+
+def _epoch_entry(epoch: int, loss: Any, val_miou: Any) -> dict[str, Any]:
+    return {"epoch": epoch, "loss": loss, "val_miou": val_miou}
 
 
 class _TrainingProgress:
@@ -213,9 +285,7 @@ class _TrainingProgress:
 
     def __call__(self, p) -> None:
         if p.metrics is not None:
-            self.history.append(
-                {"epoch": p.epoch, "loss": p.losses.get("loss"), "val_miou": p.metrics.get("val_miou")}
-            )
+            self.history.append(_epoch_entry(p.epoch, p.losses.get("loss"), p.metrics.get("val_miou")))
         elif time.monotonic() - self.last < REPORT_EVERY_S:
             self.context.check()
             return
@@ -262,4 +332,4 @@ def describe(result: dict[str, Any]) -> str:
     )
 
 
-TRAIN = JobKind("train", prepare, run, describe)
+TRAIN = JobKind("train", prepare, run, describe, resumable=_resumable)

@@ -34,7 +34,7 @@ from engine.jobs_core import (
     holding,
     lock_is_held,
 )
-from engine.store import Workspace
+from engine.store import Job, Workspace
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,9 @@ INTERRUPTED = (
 SHUT_DOWN = (
     "the worker was shut down before this job finished; nothing was saved. Retry the job to run it again."
 )
+MAX_RESUMES = 3
+"""A resumable job (training) interrupted more often than this is failed: something keeps killing it."""
+RESUME_COUNT_FILE = "interruptions"
 
 
 @dataclass
@@ -76,11 +79,13 @@ def serve(
     execute: Callable[[Any], Any],
     requeue: Callable[[int], None],
     pending: Callable[[], set[int]],
+    handlers: Mapping[str, JobKind] | None = None,
 ) -> int:
     """Run jobs until SIGTERM/SIGINT; the huey plumbing is passed in by `engine.jobs.run_worker`.
 
-    A shutdown signal stops the running job at its next progress report (failed, saying so) rather
-    than killing it mid-write, and leaves queued jobs queued for the next worker.
+    A shutdown signal stops the running job at its next progress report (failed, saying so, or queued
+    again to continue from its checkpoint if its kind can resume) rather than killing it mid-write, and
+    leaves queued jobs queued for the next worker.
     """
     global _serving
     paths = JobPaths(workspace.root)
@@ -97,7 +102,7 @@ def serve(
         lock.write(f"{os.getpid()}\n")
         _serving = state
         log.info("worker %d serving %s", os.getpid(), paths.root)
-        recover(workspace, paths, requeue, pending)
+        recover(workspace, paths, requeue, pending, handlers)
         beat.start()
         while not stop.is_set():
             try:
@@ -140,28 +145,88 @@ def _install_signal_handlers(stop: threading.Event, received: list[int]) -> dict
 
 
 def recover(
-    workspace: Workspace, paths: JobPaths, requeue: Callable[[int], None], pending: Callable[[], set[int]]
+    workspace: Workspace,
+    paths: JobPaths,
+    requeue: Callable[[int], None],
+    pending: Callable[[], set[int]],
+    handlers: Mapping[str, JobKind] | None = None,
 ) -> None:
     """Clean up after a worker that died: only called while holding the worker lock, so nothing runs.
 
-    A job still "running" was interrupted: it is failed with a message saying so (`retry_job` offers
-    it again). Its scratch rasters are deleted; they were never registered, so no record points at a
-    partial file. A queued job whose queue message was lost (a worker killed between taking the
-    message and starting the job) is queued again.
+    A job still "running" was interrupted. If its kind can resume and it left a checkpoint in its
+    scratch folder (a training job after its first epoch), it is queued again and continues from
+    there, at most MAX_RESUMES times; otherwise it is failed with a message saying so (`retry_job`
+    offers it again). Results are registered in one transaction together with the job's success, so
+    an interrupted job registered nothing. The other scratch folders are deleted; they were never
+    registered, so no record points at a partial file. A queued job whose queue message was lost (a
+    worker killed between taking the message and starting the job) is queued again.
     """
     for job in workspace.list_jobs("running"):
+        requeued, note = _resume_later(workspace, paths, job, handlers or {}, counted=True)
+        if requeued:
+            log.warning("job %d was left running by a dead worker; queued again: %s", job.id, note)
+            continue
         try:
-            workspace.finish_job(job.id, "failed", error=INTERRUPTED)
+            workspace.finish_job(job.id, "failed", error=INTERRUPTED + note)
             log.warning("job %d was left running by a dead worker; marked failed", job.id)
         except ConflictError:
             pass  # cancelled meanwhile
-    scratch = paths.root / "tmp"
-    for folder in scratch.glob("job-*"):
-        shutil.rmtree(folder, ignore_errors=True)
     queued = {job.id for job in workspace.list_jobs("queued")}
+    for folder in (paths.root / "tmp").glob("job-*"):
+        if _job_of(folder) not in queued:  # a queued job's folder holds the state it resumes from
+            shutil.rmtree(folder, ignore_errors=True)
     for job_id in sorted(queued - pending()):
         log.warning("job %d was queued without a queue message; queued again", job_id)
         requeue(job_id)
+
+
+def _job_of(folder: Path) -> int | None:
+    try:
+        return int(folder.name.removeprefix("job-"))
+    except ValueError:
+        return None
+
+
+def _resume_later(
+    workspace: Workspace, paths: JobPaths, job: Job, handlers: Mapping[str, JobKind], *, counted: bool
+) -> tuple[bool, str]:
+    """Queue an interrupted job again if its kind can continue from its scratch folder.
+
+    Returns (queued again, a note for the job's message). `counted` interruptions (crashes, not clean
+    shutdowns) are limited to MAX_RESUMES, so a job that keeps killing its worker ends as failed.
+    """
+    kind = handlers.get(job.kind)
+    scratch = paths.scratch(job.id)
+    if kind is None or kind.resumable is None or not scratch.is_dir():
+        return False, ""
+    try:
+        if not kind.resumable(scratch):
+            return False, ""
+    except Exception:
+        log.exception("could not tell whether job %d can resume", job.id)
+        return False, ""
+    counter = scratch / RESUME_COUNT_FILE
+    try:
+        count = int(counter.read_text().strip() or 0)
+    except (OSError, ValueError):
+        count = 0
+    if counted:
+        count += 1
+        if count > MAX_RESUMES:
+            return False, f" It was interrupted {count} times, so it is not resumed again."
+        try:
+            counter.write_text(f"{count}\n")
+        except OSError:
+            return False, ""
+    why = "the worker stopped while this job was running" if counted else "the worker was shut down"
+    text = f"{why}; it continues from its last checkpoint when a worker runs again"
+    if count:
+        text += f" (restart {count} of at most {MAX_RESUMES})"
+    try:
+        workspace.requeue_job(job.id, message=encode_message("queued", text))
+    except ConflictError:
+        return False, ""  # cancelled meanwhile
+    return True, text
 
 
 def execute_job(root: Path, job_id: int, handlers: Mapping[str, JobKind]) -> None:
@@ -186,6 +251,8 @@ def _run(state: _Serving, job_id: int, handlers: Mapping[str, JobKind]) -> None:
         return
     if job.status != "queued":
         log.info("job %d is %s; skipped", job_id, job.status)
+        if job.done:  # e.g. cancelled while queued to resume: its checkpoint is of no use any more
+            shutil.rmtree(state.paths.scratch(job_id), ignore_errors=True)
         return
     if state.stop.is_set():
         state.requeue(job_id)  # keep it for the next worker instead of losing the message
@@ -198,6 +265,7 @@ def _run(state: _Serving, job_id: int, handlers: Mapping[str, JobKind]) -> None:
     state.job_id = job_id
     scratch = state.paths.scratch(job_id)
     started = time.monotonic()
+    keep_scratch = False
     try:
         scratch.mkdir(parents=True, exist_ok=True)
         kind = handlers.get(job.kind)
@@ -210,15 +278,23 @@ def _run(state: _Serving, job_id: int, handlers: Mapping[str, JobKind]) -> None:
         context.report("saving", "saving the results", stoppable=False)
         with holding(state.paths.commit_lock, COMMIT_LOCK_TIMEOUT_S, "the job commit lock"):
             context.check(stoppable=False)  # a cancel that got the lock first wins: nothing is saved
-            result = commit()
-            workspace.finish_job(
-                job_id, "succeeded", message=encode_message("done", kind.describe(result), result=result)
-            )
+            # One transaction: a worker killed half-way leaves neither half of the results registered
+            # nor a succeeded job without them.
+            with workspace.atomic():
+                result = commit()
+                workspace.finish_job(
+                    job_id, "succeeded", message=encode_message("done", kind.describe(result), result=result)
+                )
         log.info("job %d succeeded in %.1f s: %s", job_id, time.monotonic() - started, kind.describe(result))
     except JobCancelled as exc:
         log.info("job %d stopped: it was %s; nothing was saved", job_id, exc)
     except WorkerStopping:
-        _fail(workspace, job_id, SHUT_DOWN)
+        keep_scratch, note = _resume_later(workspace, state.paths, job, handlers, counted=False)
+        if keep_scratch:
+            log.info("job %d stopped by the shutdown; %s", job_id, note)
+            state.requeue(job_id)
+        else:
+            _fail(workspace, job_id, SHUT_DOWN)
     except KeyboardInterrupt:  # a second shutdown signal: no time to unwind politely
         _fail(workspace, job_id, SHUT_DOWN)
         raise
@@ -236,7 +312,8 @@ def _run(state: _Serving, job_id: int, handlers: Mapping[str, JobKind]) -> None:
     finally:
         state.job_id = None
         state.jobs_done += 1
-        shutil.rmtree(scratch, ignore_errors=True)
+        if not keep_scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _fail(workspace: Workspace, job_id: int, error: str) -> None:

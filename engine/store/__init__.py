@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from engine.store.db import schema_version
 from engine.store.files import (
+    DiskFullError,
     atomic_write,
     atomic_write_bytes,
     atomic_write_text,
@@ -36,6 +37,7 @@ __all__ = [
     "MASK_SOURCES",
     "REVIEW_METHODS",
     "REVIEW_STATUSES",
+    "DiskFullError",
     "Job",
     "MaskConflictError",
     "MaskVersion",

@@ -16,7 +16,7 @@ from typing import Self
 
 from engine.errors import InputError, ScarpError
 from engine.store import db
-from engine.store.files import ensure_inside
+from engine.store.files import DiskFullError, ensure_inside
 from engine.store.records import from_db_path, to_db_path
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,8 @@ class WorkspaceBase:
         self.db_path = self.root / DB_NAME
         self._lock = threading.RLock()
         self._pid = os.getpid()
+        self._group: list[Path] | None = None  # files written inside `atomic()`, while one is open
+        self._depth = 0
         self._db: sqlite3.Connection | None = db.connect(self.db_path)
         try:
             db.migrate(self._db, self.db_path)
@@ -77,19 +79,88 @@ class WorkspaceBase:
 
     @contextmanager
     def _tx(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
-        """One transaction on this process's connection; reads use one too, for a consistent snapshot."""
+        """One transaction on this process's connection; reads use one too, for a consistent snapshot.
+
+        Inside `atomic()` it is a savepoint of the enclosing transaction instead: a step that fails
+        undoes only itself, and nothing is committed until the whole group is.
+        """
         if os.getpid() != self._pid:
             self._after_fork()
         with self._lock:
             if self._db is None:
                 raise ScarpError(f"the workspace {self.root} is closed")
-            with db.transaction(self._db, write=write) as conn:
-                yield conn
+            try:
+                if self._group is not None:
+                    with self._savepoint(self._db) as conn:
+                        yield conn
+                else:
+                    with db.transaction(self._db, write=write) as conn:
+                        yield conn
+            except sqlite3.OperationalError as exc:
+                if db.is_full(exc):
+                    raise DiskFullError(self.db_path, "was not changed") from exc
+                raise
+
+    @contextmanager
+    def _savepoint(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        self._depth += 1
+        name = f"step{self._depth}"
+        conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield conn
+            conn.execute(f"RELEASE {name}")
+        except BaseException:
+            if conn.in_transaction:  # SQLite rolls a whole transaction back on some errors (disk full)
+                try:
+                    conn.execute(f"ROLLBACK TO {name}")
+                    conn.execute(f"RELEASE {name}")
+                except sqlite3.Error:
+                    pass
+            raise
+        finally:
+            self._depth -= 1
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Group several operations into one write transaction: all of them are committed, or none.
+
+        The worker registers a job's results and marks the job done this way, so a process killed
+        half-way (SIGKILL, power cut) leaves neither a half-registered result nor a finished job without
+        its result. Files the group's operations wrote are removed if the group is rolled back. Other
+        threads of this process wait for the group; other processes wait for its write lock.
+        """
+        if os.getpid() != self._pid:
+            self._after_fork()
+        with self._lock:
+            if self._db is None:
+                raise ScarpError(f"the workspace {self.root} is closed")
+            if self._group is not None:
+                raise ScarpError("atomic() groups cannot be nested")
+            self._group = []
+            try:
+                try:
+                    with db.transaction(self._db, write=True):
+                        yield
+                except sqlite3.OperationalError as exc:
+                    if db.is_full(exc):
+                        raise DiskFullError(self.db_path, "was not changed") from exc
+                    raise
+            except BaseException:
+                created, self._group = self._group, None
+                self._remove_files(created, prune=False)
+                raise
+            self._group = None
+
+    def remove_on_rollback(self, path: Path) -> None:
+        """A file written for a row of the current `atomic()` group: removed again if it rolls back."""
+        if self._group is not None:
+            self._group.append(path)
 
     def _after_fork(self) -> None:
         # The inherited connection belongs to the parent: leave it unclosed and open our own.
         self._lock = threading.RLock()
         self._pid = os.getpid()
+        self._group, self._depth = None, 0
         if self._db is not None:
             self._db = db.connect(self.db_path)
 

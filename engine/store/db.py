@@ -167,6 +167,12 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def is_full(exc: sqlite3.Error) -> bool:
+    """SQLITE_FULL: the disk holding the database (or its WAL) has no space left."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return (code is not None and code & 0xFF == sqlite3.SQLITE_FULL) or "disk is full" in str(exc).lower()
+
+
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text

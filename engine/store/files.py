@@ -3,10 +3,15 @@
 A file only ever appears under its final name complete and flushed to disk: a process killed mid-write
 leaves at most a hidden temporary file (see `is_temp_file`), never a truncated raster under a name the
 database points to.
+
+A full disk is reported as `DiskFullError` naming the file, whether the writer said so (ENOSPC) or not:
+GDAL, for one, only prints libtiff's "No space left on device" and returns normally with a truncated
+GeoTIFF, so `atomic_write` also refuses a file written while the disk ran out of space.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -16,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from engine.errors import InputError
+from engine.errors import InputError, ScarpError
 
 CHUNK_SIZE = 1 << 20
 MAX_FILENAME = 120
@@ -26,6 +31,50 @@ _UNSAFE_RUN = re.compile(r"[^A-Za-z0-9._-]+")
 _EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,16}$")
 # Names Windows refuses whatever their extension; a workspace may be copied there.
 _RESERVED = {"CON", "PRN", "AUX", "NUL"} | {f"{p}{i}" for p in ("COM", "LPT") for i in range(1, 10)}
+
+
+_FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+class DiskFullError(ScarpError):
+    """The disk (or the user's quota) ran out of space while writing `path`; nothing was replaced."""
+
+    def __init__(self, path: str | Path, what: str = "was not saved"):
+        self.path = Path(path)
+        super().__init__(
+            f"{path}: the disk is full (no space left on device); it {what}, and everything saved "
+            "before is unchanged. Free some space and try again."
+        )
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """An ENOSPC/EDQUOT error, itself or anywhere in its chain of causes."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, DiskFullError):
+            return True
+        if isinstance(current, OSError) and current.errno in _FULL_ERRNOS:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def out_of_space(directory: Path) -> bool:
+    """Whether the file system holding `directory` has no free block left for this process.
+
+    Root may write into the blocks ext4 reserves for it, so it counts those too. A file system that
+    reports no size at all (procfs, some FUSE mounts) is never called full.
+    """
+    try:
+        stats = os.statvfs(directory)
+    except (OSError, AttributeError):
+        return False
+    if stats.f_blocks == 0:
+        return False
+    privileged = hasattr(os, "geteuid") and os.geteuid() == 0
+    return (stats.f_bfree if privileged else stats.f_bavail) == 0
 
 
 def temp_path_for(path: Path) -> Path:
@@ -64,15 +113,29 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
     removed and the previous file at `path` is left as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(path) from exc
+        raise
     tmp = temp_path_for(path)
     try:
         yield tmp
         if not tmp.is_file():
             raise InputError(path, "the writer did not create a file at the path it was given")
         fsync_file(tmp)
+        if out_of_space(path.parent):  # the writer may have hit ENOSPC without saying so (GDAL)
+            raise DiskFullError(path)
         os.replace(tmp, path)
         fsync_dir(path.parent)
+    except Exception as exc:
+        # Judge the disk before the temporary file goes: removing it frees the space it took.
+        full = is_disk_full(exc) or (not isinstance(exc, ScarpError) and out_of_space(path.parent))
+        tmp.unlink(missing_ok=True)
+        if full:
+            raise DiskFullError(path) from exc
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

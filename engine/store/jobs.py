@@ -11,7 +11,10 @@ from engine.store.records import JOB_FINAL_STATUSES, JOB_STATUSES, Job, job_from
 
 
 class JobQueue(WorkspaceBase):
-    """Jobs go queued → running → succeeded/failed/cancelled; a finished job never changes again."""
+    """Jobs go queued → running → succeeded/failed/cancelled; a finished job never changes again.
+
+    A running job whose worker died may go back to queued (`requeue_job`) when it can resume.
+    """
 
     def create_job(self, kind: str, params: dict[str, Any]) -> Job:
         kind = str(kind).strip()
@@ -53,6 +56,23 @@ class JobQueue(WorkspaceBase):
                 )
                 row = self._job_row(conn, job_id)
             return job_from_row(row, self.root)
+
+    def requeue_job(self, job_id: int, *, message: str | None = None) -> Job:
+        """Put a running job back in the queue, to continue from its saved state in a later worker.
+
+        Its progress stays (it is the same job, resumed); ConflictError unless it is running.
+        """
+        with self._tx() as conn:
+            row = self._job_row(conn, job_id)
+            if row["status"] != "running":
+                raise ConflictError(
+                    f"Job {job_id} is {row['status']}; only a running job can be queued again"
+                )
+            conn.execute(
+                "UPDATE jobs SET status = 'queued', message = coalesce(?, message) WHERE id = ?",
+                (message, job_id),
+            )
+            return job_from_row(self._job_row(conn, job_id), self.root)
 
     def finish_job(
         self, job_id: int, status: str, *, error: str | None = None, message: str | None = None

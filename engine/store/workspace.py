@@ -158,6 +158,7 @@ class Workspace(ModelRegistry, JobQueue, SceneLinks, ReviewQueue):
         final = self._new_file("predictions", scene_id, suffix)
         with atomic_write(final) as tmp:
             write(tmp)
+        self.remove_on_rollback(final)
         try:
             with self._tx() as conn:
                 self._scene_row(conn, scene_id)
@@ -212,6 +213,7 @@ class Workspace(ModelRegistry, JobQueue, SceneLinks, ReviewQueue):
         final = self._new_file("masks", scene_id, suffix)
         with atomic_write(final) as tmp:
             write(tmp)
+        self.remove_on_rollback(final)
         try:
             with self._tx() as conn:
                 self._check_mask_parent(conn, scene_id, parent_id)
