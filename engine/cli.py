@@ -88,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--tile", type=int, default=512)
     predict.add_argument("--overlap", type=int, default=64)
     predict.add_argument("--batch", type=int, default=4)
+    predict.add_argument("--threads", type=int, help="torch threads on a CPU (default: torch's choice)")
     predict.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     predict.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     predict.add_argument("--tta", action="store_true", help="average over flips (4× slower)")
@@ -229,6 +230,7 @@ def _predict(args: argparse.Namespace) -> int:
         tta=args.tta,
         threshold=args.threshold,
         crf=args.crf,
+        threads=args.threads,
     )
     summary = predict_scene(
         args.model, args.scene, args.out, args.probabilities, options, ProgressLine("predict")

@@ -1,0 +1,88 @@
+"""The inference benchmark's own parts: the mosaic, the report section, and one end-to-end child."""
+
+from __future__ import annotations
+
+import numpy as np
+import rasterio
+
+from engine.bench_infer import (
+    EndToEnd,
+    _mirror,
+    build_mosaic,
+    end_to_end,
+    markdown,
+    write_section,
+)
+from engine.inference import PredictOptions
+
+
+def test_mirror_indices_fold_back_without_a_seam():
+    assert _mirror(3, 8).tolist() == [0, 1, 2, 2, 1, 0, 0, 1]
+
+
+def test_mosaic_keeps_pixels_and_georeferencing(tmp_path, iburi_post):
+    out = build_mosaic(iburi_post, tmp_path / "m.tif", 2100)
+    with rasterio.open(iburi_post) as src, rasterio.open(out) as ds:
+        assert (ds.width, ds.height, ds.count) == (2100, 2100, src.count)
+        assert ds.crs == src.crs and ds.transform == src.transform
+        original = src.read()
+        h, w = original.shape[1:]
+        np.testing.assert_array_equal(ds.read(window=((0, h), (0, w))), original)
+        # the next copy to the right is the mirror image, starting with the last column again
+        right = ds.read(window=((0, h), (w, 2100)))
+        np.testing.assert_array_equal(right, original[:, :, ::-1][:, :, : 2100 - w])
+    assert build_mosaic(iburi_post, out, 2100) == out  # reused, not rebuilt
+
+
+def test_write_section_replaces_only_its_own_part(tmp_path):
+    doc = tmp_path / "B.md"
+    doc.write_text("# Benchmarks\n\nhand-written\n")
+    write_section(doc, "inference-cpu", "first")
+    write_section(doc, "other", "kept")
+    write_section(doc, "inference-cpu", "second")
+    text = doc.read_text()
+    assert "hand-written" in text and "kept" in text and "second" in text and "first" not in text
+    assert text.count("<!-- bench:inference-cpu -->") == 1
+
+
+def test_markdown_has_every_figure():
+    ours = {"seconds": 2.0, "mpx_per_s": 0.5, "peak_rss_mb": 600.0, "tiles": 12}
+    naive = {"seconds": 6.0, "mpx_per_s": 0.1667, "peak_rss_mb": 700.0, "tiles": 12}
+    run = {"precision": "bf16", "batch": 1, "tiles_per_s": 11.0}
+    report = {
+        "machine": "test CPU",
+        "date": "2026-11-21",
+        "runs": 5,
+        "peak_gflops": {"fp32": 190.0, "bf16": 410.0},
+        "models": [
+            {
+                "model": "kda_student",
+                "weights": "kda_student_bijie",
+                "gflops_per_tile": 10.7,
+                "runs": [run],
+                "best": run,
+                "fraction_of_peak": 10.7 * 11 / 410,
+                "fraction_of_bf16_peak": 10.7 * 11 / 410,
+            }
+        ],
+        "end_to_end": [
+            {
+                "model": "kda_student",
+                "scene": "16384²",
+                "mpx": 268.4,
+                "ours": ours,
+                "naive": naive,
+                "speedup": 3.0,
+            }
+        ],
+        "training": [{"model": "kda_student", "images_per_s": {"fp32": 8.8, "bf16": 11.1}}],
+    }
+    text = markdown(report, "python -m engine bench infer")
+    for figure in ("bf16 410 GFLOP/s", "29%", "| 11.00 |", "**3.00×**", "| 600 |", "| 8.80 | 11.10 |"):
+        assert figure in text, figure
+
+
+def test_end_to_end_child_reports_time_and_memory(iburi_post):
+    result = end_to_end("kda_student", iburi_post, "ours", 1, PredictOptions(batch=2), iburi_post)
+    assert isinstance(result, EndToEnd)
+    assert result.tiles == 12 and result.seconds > 0 and 100 < result.peak_rss_mb < 4000
