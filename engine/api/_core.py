@@ -79,7 +79,11 @@ def import_path(
 ) -> Iterator[ImportResult | ScarpError]:
     """Import one file, or every supported file of a folder; a bad file is reported and the rest go on."""
     path = Path(path)
-    if not path.is_dir():
+    try:
+        folder = path.is_dir()
+    except OSError:  # e.g. a name too long for the file system: import_scene says what is wrong
+        folder = False
+    if not folder:
         yield import_scene(workspace, path, mask=mask, copy=copy)
         return
     if mask is not None:
