@@ -157,7 +157,7 @@ def predict_scene(
 
         # GDAL would otherwise keep up to 5 % of RAM of decoded and written blocks: whole outputs.
         with (
-            rasterio.Env(GDAL_CACHEMAX=io_cache_bytes(d, grid)),
+            rasterio.Env(GDAL_CACHEMAX=io_cache_bytes(scene, grid)),
             raster_writer(mask_out, d, 1, "uint8") as masks,
             _probability_writer(probabilities_out, d) as probs,
             _with_threads(options.threads),
@@ -190,14 +190,17 @@ def predict_scene(
     )
 
 
-def io_cache_bytes(d: SceneDescriptor, grid: TileGrid) -> int:
-    """GDAL's block cache for one prediction: the input block rows a tile row reads, and the output
-    block rows still being filled. Less would decode input blocks again or flush half-written output
-    blocks; more would only hold rows that are done. Grows with the width, never with the height."""
-    input_row = d.width * d.count * np.dtype(d.dtype).itemsize
-    output_row = d.width * (1 + 4)  # the uint8 mask and the float32 probabilities
-    wanted = (grid.tile + 512) * input_row + 2 * BLOCK * output_row
-    return int(min(max(wanted, 16 * 2**20), 1024 * 2**20))
+def io_cache_bytes(scene: Scene, grid: TileGrid) -> int:
+    """GDAL's block cache for one prediction: the input blocks around the tile being read, and the
+    output block rows still being filled. Less would decode input blocks again for the next tile or
+    flush half-written output blocks; more would only hold rows that are done. It grows with the
+    width (output rows, and input rows for striped files), never with the height."""
+    d = scene.descriptor
+    block_h, block_w = scene.block_shape
+    pixel = d.count * np.dtype(d.dtype).itemsize
+    reading = (grid.tile + block_h) * min(d.width, grid.tile + block_w) * pixel
+    writing = 2 * BLOCK * d.width * (1 + 4)  # the uint8 mask and the float32 probabilities
+    return int(min(max(reading + writing, 16 * 2**20), 1024 * 2**20))
 
 
 _END = object()

@@ -157,6 +157,14 @@ def blend_weights(size: int, overlap: int, ramp: Ramp = "cosine") -> np.ndarray:
     return np.outer(line, line)
 
 
+def _axis_weight(length: int, offsets: tuple[int, ...], line: np.ndarray) -> np.ndarray:
+    """The sum of the 1-D ramps of every tile along one axis."""
+    total = np.zeros(length, dtype=np.float64)
+    for offset in offsets:
+        total[offset : offset + len(line)] += line
+    return total
+
+
 def iter_batches(tiles: Iterable[T], batch_size: int) -> Iterator[list[T]]:
     """Group tiles for batched inference, keeping their order; the last batch may be shorter."""
     if batch_size < 1:
@@ -176,7 +184,11 @@ class Stitcher:
 
     Only one band of tile-height rows across the padded width is held, so memory does not depend on
     the scene height. Each block is (channels, rows, width) in `dtype`, cropped to the real scene;
-    successive blocks cover the scene's rows once each, top to bottom.
+    successive blocks cover the scene's rows once each, top to bottom. A block is a view of that band,
+    valid during the call only: a sink that keeps it must copy it.
+
+    The blend weight is an outer product of two ramps and the grid is rows × columns, so the total
+    weight at a pixel is a row factor times a column factor: two 1-D arrays, not a second band.
     """
 
     def __init__(
@@ -201,15 +213,17 @@ class Stitcher:
         # band across a 16384 px wide scene then takes 100 MB, not 200.
         accumulate = np.result_type(self.dtype, np.float32)
         self._weights = self._weights.astype(accumulate)
+        line = _ramp_1d(grid.tile, grid.overlap, ramp)
+        self._row_weight = _axis_weight(grid.padded_height, self._rows, line).astype(accumulate)
+        self._col_weight = _axis_weight(grid.padded_width, self._cols, line).astype(accumulate)
         self._sum = np.zeros((channels, grid.tile, grid.padded_width), dtype=accumulate)
-        self._weight = np.zeros((grid.tile, grid.padded_width), dtype=accumulate)
         self._base = 0  # padded-scene row of the band's first row
         self._next = 0  # index of the tile expected next
         self._closed = False
 
     @property
     def buffer_nbytes(self) -> int:
-        return self._sum.nbytes + self._weight.nbytes
+        return self._sum.nbytes
 
     @property
     def done(self) -> bool:
@@ -233,7 +247,6 @@ class Stitcher:
             )
         cols = slice(tile.x, tile.x + size)
         self._sum[:, :, cols] += prediction * self._weights
-        self._weight[:, cols] += self._weights
         self._next += 1
         if tile.col == len(self._cols) - 1 and tile.row < len(self._rows) - 1:
             self._release(self._rows[tile.row + 1] - tile.y)
@@ -255,13 +268,13 @@ class Stitcher:
     def _release(self, count: int) -> None:
         """Emit the band's first `count` rows, which no later tile reaches, and slide the band down."""
         real = min(count, self.grid.height - self._base)
-        if real > 0:
-            block = self._sum[:, :real, : self.grid.width] / self._weight[:real, : self.grid.width]
+        if real > 0:  # normalised in place: these rows leave the band anyway
+            block = self._sum[:, :real, : self.grid.width]
+            block /= self._row_weight[self._base : self._base + real, None]
+            block /= self._col_weight[: self.grid.width]
             self.sink(self._base, block.astype(self.dtype, copy=False))
         keep = self.grid.tile - count
         if keep > 0:
             self._sum[:, :keep] = self._sum[:, count:]
-            self._weight[:keep] = self._weight[count:]
         self._sum[:, keep:] = 0.0
-        self._weight[keep:] = 0.0
         self._base += count

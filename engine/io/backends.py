@@ -15,6 +15,11 @@ class Backend:
     def read(self, box: Box, bands: list[int]) -> np.ndarray:
         raise NotImplementedError
 
+    @property
+    def block_shape(self) -> tuple[int, int]:
+        """(height, width) of the unit the file is stored and decoded in."""
+        raise NotImplementedError
+
     def read_decimated(self, out_h: int, out_w: int, bands: list[int]) -> np.ndarray:
         raise NotImplementedError
 
@@ -34,6 +39,10 @@ class RasterioBackend(Backend):
 
     def read_decimated(self, out_h: int, out_w: int, bands: list[int]) -> np.ndarray:
         return self.ds.read([b + 1 for b in bands], out_shape=(len(bands), out_h, out_w))
+
+    @property
+    def block_shape(self) -> tuple[int, int]:
+        return tuple(self.ds.block_shapes[0])
 
     def close(self) -> None:
         self.ds.close()
@@ -56,6 +65,10 @@ class HDF5Backend(Backend):
         sy, sx = max(1, height // out_h), max(1, width // out_w)
         block = self.ds[::sy, ::sx, :]
         return np.ascontiguousarray(np.moveaxis(block[..., bands], -1, 0))
+
+    @property
+    def block_shape(self) -> tuple[int, int]:
+        return tuple(self.ds.chunks[:2]) if self.ds.chunks else tuple(self.ds.shape[:2])
 
     def close(self) -> None:
         self.file.close()

@@ -130,6 +130,11 @@ class Scene:
             return MemoryError(f"out of memory while reading {path}: {reason}")
         return InputError(path, f"cannot read pixels (file damaged or truncated?): {reason}")
 
+    @property
+    def block_shape(self) -> tuple[int, int]:
+        """(height, width) of the blocks the file is stored in: a read decodes whole blocks."""
+        return self._backend.block_shape
+
     def read_float(self, window: Box | None = None, bands: Sequence[int] | None = None) -> np.ndarray:
         """float32 pixels with NaN wherever the pixel is not valid (nodata, NaN or inf)."""
         data = self.read(window)
