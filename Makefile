@@ -7,7 +7,7 @@ STAMPS := .make
 export SCARP_WORKSPACE ?= $(CURDIR)/workspace
 PORT ?= 8501
 
-.PHONY: setup run test lint format clean accuracy
+.PHONY: setup run test lint format clean accuracy bench
 
 setup: $(STAMPS)/runtime $(STAMPS)/static
 
@@ -47,6 +47,18 @@ test: setup $(STAMPS)/dev $(STAMPS)/browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
+
+# Five reviewers in real browsers for two minutes against one app and one worker; prints p50/p95 page
+# load and save latency (docs/BENCHMARKS.md, "Concurrent reviewers (load)"). Not part of `make test`.
+.PHONY: bench-load
+bench-load: setup $(STAMPS)/dev $(STAMPS)/browser
+	$(BIN)/python -m tests.browser.load_bench --sessions 5 --minutes 2
+
+# Whole-scene inference against the naive way, roofline and training throughput on this machine,
+# written to docs/BENCHMARKS.md (about an hour on a 2-core CPU; `python -m engine bench infer --quick`
+# is a smoke run).
+bench: setup
+	$(BIN)/python -m engine bench infer
 
 # Regenerates docs/ACCURACY.md from the shipped models (minutes on a CPU).
 accuracy: setup

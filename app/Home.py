@@ -9,8 +9,8 @@ import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `streamlit run app/Home.py` finds engine/
 
-from app import services, state
-from app.components import jobs
+from app import access, services, state
+from app.components import gate, jobs
 from engine import api
 from engine.errors import ScarpError
 
@@ -27,16 +27,25 @@ PAGES = [
     st.Page("views/models.py", title="Models", icon=":material/inventory_2:"),
     st.Page("views/export.py", title="Export", icon=":material/download:"),
 ]
+identity = gate.require_access(PAGES)  # sign-in and/or password, when secrets.toml asks for them
 page = st.navigation(PAGES)
 
 workspace = services.workspace()
 with st.sidebar:
     st.caption("Workspace")
     st.code(str(workspace.root), language=None)
-    name = st.text_input(
-        "Reviewer", value=state.reviewer(), key=state.REVIEWER_WIDGET, placeholder="your name"
-    )
-    state.set_reviewer(name)
+    if identity:  # signed in: saves carry the identity provider's name, not a typed one
+        st.text_input("Reviewer", value=identity, disabled=True, help="From your sign-in")
+        state.set_reviewer(identity)
+    else:
+        name = st.text_input(
+            "Reviewer", value=state.reviewer(), key=state.REVIEWER_WIDGET, placeholder="your name"
+        )
+        state.set_reviewer(name)
+        problem = access.reviewer_problem(name) if name.strip() else None
+        if problem:
+            st.warning(f"Saves are refused until the name is fixed: {problem}")
+    gate.sidebar_controls(identity)
 
 if not state.worker_checked():
     try:

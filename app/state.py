@@ -19,6 +19,7 @@ _EDIT_TILE = "edit_tile"
 _QUEUE_ITEM = "queue_item"
 _DRAWING_ROUND = "drawing_round"
 _SAVE_OUTCOME = "save_outcome"
+_ACCESS_GRANTED = "access_granted"  # the password gate's verdict: a boolean, never the password
 
 REVIEWER_WIDGET = "reviewer_widget"  # the sidebar text input's key; its value is copied to _REVIEWER
 
@@ -43,7 +44,20 @@ def reviewer() -> str:
 
 
 def set_reviewer(name: str) -> None:
-    st.session_state[_REVIEWER] = name.strip()
+    st.session_state[_REVIEWER] = " ".join(name.split())
+
+
+def access_granted() -> bool:
+    """Whether this browser session has given the shared password (asked again in a new session)."""
+    return _get(_ACCESS_GRANTED, False) is True
+
+
+def grant_access() -> None:
+    st.session_state[_ACCESS_GRANTED] = True
+
+
+def revoke_access() -> None:
+    st.session_state[_ACCESS_GRANTED] = False
 
 
 def worker_checked() -> bool:
@@ -104,11 +118,11 @@ def set_train_job(job_id: int | None) -> None:
 
 def edit_session(scene_id: int) -> Any | None:
     """The scene's unsaved edits (an engine EditSession), kept across reruns until saved or discarded."""
-    return _get(_EDITS, {}).get(scene_id)
+    return edit_sessions().get(scene_id)
 
 
 def set_edit_session(scene_id: int, session: Any | None) -> None:
-    sessions = _get(_EDITS, {})
+    sessions = edit_sessions()
     if session is None:
         sessions.pop(scene_id, None)
     else:
@@ -133,23 +147,41 @@ def set_queue_item(item_id: int | None) -> None:
     st.session_state[_QUEUE_ITEM] = item_id
 
 
-def drawing_round(scene_id: int) -> int:
-    """Bumped after the drawn shapes or strokes are applied, so the map and canvas start clean."""
-    return int(_get(_DRAWING_ROUND, {}).get(scene_id, 0))
+def drawing_round(scene_id: int, surface: str = "map") -> int:
+    """Bumped after the shapes drawn on `surface` ("map" or "canvas") are applied, so it starts clean.
+    One count per surface: a new round makes a new component, which reports its empty drawing back with
+    a rerun of its own, so an edit on the map does not remake the tile canvas (and vice versa)."""
+    return int(_get(_DRAWING_ROUND, {}).get((scene_id, surface), 0))
 
 
-def next_drawing_round(scene_id: int) -> None:
+def next_drawing_round(scene_id: int, surface: str = "map") -> None:
     rounds = _get(_DRAWING_ROUND, {})
-    rounds[scene_id] = rounds.get(scene_id, 0) + 1
+    rounds[(scene_id, surface)] = rounds.get((scene_id, surface), 0) + 1
 
 
 def set_save_outcome(scene_id: int, kind: str, message: str) -> None:
     """What the last save of the scene's edits did ("saved", "conflict" or "error"), shown once."""
-    _get(_SAVE_OUTCOME, {})[scene_id] = (kind, message)
+    save_outcomes()[scene_id] = (kind, message)
 
 
 def take_save_outcome(scene_id: int) -> tuple[str, str] | None:
-    return _get(_SAVE_OUTCOME, {}).pop(scene_id, None)
+    return save_outcomes().pop(scene_id, None)
+
+
+# Streamlit may stop a callback at any st.session_state access once another rerun request has arrived
+# (a second click, a map reporting its drawings, a busy server). A callback that has written to the
+# workspace must then record the result without touching st.session_state: it gets these plain dicts
+# (fetched while the page was drawn, passed in the callback's args) and changes them in place.
+
+
+def save_outcomes() -> dict[int, tuple[str, str]]:
+    """The dict behind set_save_outcome/take_save_outcome, scene id → (kind, message)."""
+    return _get(_SAVE_OUTCOME, {})
+
+
+def edit_sessions() -> dict[int, Any]:
+    """The dict behind edit_session/set_edit_session, scene id → EditSession."""
+    return _get(_EDITS, {})
 
 
 def dismissed_jobs() -> set[int]:

@@ -2,9 +2,9 @@
 
 folium points at Leaflet on a CDN by default, and the map stays blank without internet; here the map
 loads Leaflet from `/app/static/leaflet/` (copied there by `make setup`, served by Streamlit's static
-serving), and nothing else from outside. streamlit-folium loads the same `default_js`/`default_css`
-links in its component, so the local files are used in the app too. Styling and field choices are
-plain functions so they are tested without a browser.
+serving; under `server.baseUrlPath` when one is set), and nothing else from outside. streamlit-folium
+loads the same `default_js`/`default_css` links in its component, so the local files are used in the
+app too. Styling and field choices are plain functions so they are tested without a browser.
 """
 
 from __future__ import annotations
@@ -18,14 +18,15 @@ from typing import Any
 import folium
 from branca.element import MacroElement
 from jinja2 import Template
+from streamlit import config as st_config
 
 from engine.api import ReviewLayers
 
 STATIC_ROOT = Path(__file__).resolve().parents[1] / "static"
-LEAFLET_JS = [("leaflet", "/app/static/leaflet/leaflet.js")]
-LEAFLET_CSS = [("leaflet_css", "/app/static/leaflet/leaflet.css")]
-DRAW_JS = [("leaflet_draw_js", "/app/static/leaflet-draw/leaflet.draw.js")]
-DRAW_CSS = [("leaflet_draw_css", "/app/static/leaflet-draw/leaflet.draw.css")]
+LEAFLET_JS = [("leaflet", "leaflet/leaflet.js")]  # under /app/static/ (see static_url)
+LEAFLET_CSS = [("leaflet_css", "leaflet/leaflet.css")]
+DRAW_JS = [("leaflet_draw_js", "leaflet-draw/leaflet.draw.js")]
+DRAW_CSS = [("leaflet_draw_css", "leaflet-draw/leaflet.draw.css")]
 WORKING_COLOUR = "#ff3b30"  # the unsaved mask on the Correct page
 
 DEFAULT_OPACITY = {
@@ -69,6 +70,20 @@ BASE_MAPS = (
         "Tiles © Esri, Maxar, Earthstar Geographics",
     ),
 )
+
+
+def static_url(path: str, base_url_path: str | None = None) -> str:
+    """The absolute URL path of a file in app/static. Behind a proxy that serves Scarp under a path
+    (`--server.baseUrlPath scarp`), Streamlit serves static files under it too, and the map's iframe
+    must ask there: `/scarp/app/static/...`."""
+    if base_url_path is None:
+        base_url_path = str(st_config.get_option("server.baseUrlPath") or "")
+    base = base_url_path.strip("/")
+    return f"/{base}/app/static/{path}" if base else f"/app/static/{path}"
+
+
+def _links(links: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(name, static_url(path)) for name, path in links]
 
 
 def static_assets_present(root: Path = STATIC_ROOT) -> bool:
@@ -295,8 +310,8 @@ def build_map(
         zoom_snap=0.25,  # fractional zoom: the scene fills the view instead of half of it
         zoom_delta=0.5,
     )
-    m.default_js = list(LEAFLET_JS)
-    m.default_css = list(LEAFLET_CSS)
+    m.default_js = _links(LEAFLET_JS)
+    m.default_css = _links(LEAFLET_CSS)
     if base_maps and not pixel:
         for name, url, attribution in BASE_MAPS:
             folium.TileLayer(
@@ -371,8 +386,8 @@ def edit_map(layers: ReviewLayers, working: dict | None) -> folium.Map:
             },
             edit_options={"edit": False, "remove": True},
         )  # fmt: skip
-        draw.default_js = list(DRAW_JS)
-        draw.default_css = list(DRAW_CSS)
+        draw.default_js = _links(DRAW_JS)
+        draw.default_css = _links(DRAW_CSS)
         draw.add_to(m)
 
     return build_map(dataclasses.replace(layers, polygons=None), {"probability": 0.5}, extra=add_editing)

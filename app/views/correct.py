@@ -14,7 +14,7 @@ import streamlit as st
 from streamlit_drawable_canvas import st_canvas
 from streamlit_folium import st_folium
 
-from app import services, state
+from app import access, services, state
 from app.components import canvas
 from app.components import map as review_map
 from engine import api
@@ -50,6 +50,7 @@ if session is None:
 grid = api.scene_grid(workspace, scene_id)
 latest = api.latest_mask_version(workspace, scene_id)
 reviewer = state.reviewer()
+unsigned = access.reviewer_problem(reviewer)  # why a save would be refused now (None: it would not)
 
 
 def scene_region(window, tile_region: np.ndarray) -> np.ndarray:
@@ -72,32 +73,34 @@ def open_tile(item) -> None:
         st.toast("The Tile view tab now shows this tile.")
 
 
-def save() -> None:
-    """A callback, so the page that follows is drawn from the saved state (the new latest version, an
-    empty note); what happened is kept for that page to say."""
-    note_key = state.widget_key("correct", "note")
+def save(outcomes: dict, sessions: dict) -> None:
+    """The Save button's callback, so the page that follows is drawn from the saved state (the new latest
+    version, an empty note). It reads st.session_state once, first, for the note: Streamlit may stop a
+    callback at any session-state access when another rerun request arrives (a busy server, the map
+    reporting its drawings), and stopped there nothing has happened yet. Past that line it touches only
+    the plain dicts it was given, so a version written to the workspace is always recorded for the page
+    (not left looking unsaved, to fail as a conflict on the next click)."""
+    note = st.session_state.get(state.widget_key("correct", "note"), "")
+    if unsigned:  # checked before the engine sees it: the edits and the note stay as they are
+        outcomes[scene_id] = ("error", f"Not saved: {unsigned} Your edits are kept.")
+        return
     try:
-        saved = api.save_edited_mask(
-            workspace, scene_id, session.mask, session.parent_id, reviewer, st.session_state.get(note_key, "")
-        )
+        saved = api.save_edited_mask(workspace, scene_id, session.mask, session.parent_id, reviewer, note)
     except ConflictError as exc:
-        state.set_save_outcome(
-            scene_id,
+        outcomes[scene_id] = (
             "conflict",
             f"Not saved: {exc}. Reload to continue from the newer version (your unsaved edits are lost).",
         )
     except ScarpError as exc:
-        hint = "" if reviewer else " — type your name under Reviewer in the sidebar."
-        state.set_save_outcome(scene_id, "error", f"Not saved: {exc}{hint}")
+        outcomes[scene_id] = ("error", f"Not saved: {exc}. Your edits are kept.")
     else:
-        state.set_edit_session(scene_id, None)
-        st.session_state[note_key] = ""
+        sessions.pop(scene_id, None)
         message = f"Saved version {saved.id} (parent {saved.parent_id or 'none'}), by {saved.author}."
-        state.set_save_outcome(scene_id, "saved", message)
+        outcomes[scene_id] = ("saved", message)
 
 
-def edited(count: int) -> None:
-    state.next_drawing_round(scene_id)
+def edited(count: int, surface: str) -> None:
+    state.next_drawing_round(scene_id, surface)
     st.toast(f"{count:,} pixels changed" if count else "Nothing changed: those pixels already were so.")
 
 
@@ -107,6 +110,9 @@ changes = (
     f"+{session.added_px:,} / −{session.removed_px:,} px unsaved" if session.dirty else "no unsaved changes"
 )
 st.caption(f"Editing on top of {base} · {changes}")
+outcome = state.take_save_outcome(scene_id)
+if outcome is not None and outcome[0] == "saved":  # the saved version took the note with it
+    st.session_state[state.widget_key("correct", "note")] = ""
 bar = st.columns([1, 1, 1, 4, 2], vertical_alignment="bottom")
 if bar[0].button("Undo", disabled=not session.can_undo, key=state.widget_key("correct", "undo")):
     session.undo()
@@ -123,10 +129,10 @@ bar[4].button(
     type="primary",
     disabled=not session.dirty,
     on_click=save,
+    args=(state.save_outcomes(), state.edit_sessions()),
     key=state.widget_key("correct", "save"),
 )
 notice = st.container()  # always there, so what follows keeps its place whether or not it says anything
-outcome = state.take_save_outcome(scene_id)
 if outcome is not None:
     kind, message = outcome
     if kind == "saved":
@@ -140,8 +146,8 @@ if outcome is not None:
             args=(scene_id, None),
             key=state.widget_key("correct", "reload"),
         )
-if not reviewer:
-    notice.caption("Saving needs your name: type it under Reviewer in the sidebar.")
+if unsigned:
+    notice.caption(f"Saving needs a reviewer name: {unsigned}")
 
 map_tab, tile_tab, history_tab, queue_tab = st.tabs(["On the map", "Tile view", "History", "Review queue"])
 
@@ -164,7 +170,7 @@ with map_tab:
         )
         drawn = st_folium(
             review_map.edit_map(layers, working),
-            key=f"correct.map.{scene_id}.{state.drawing_round(scene_id)}",
+            key=f"correct.map.{scene_id}.{state.drawing_round(scene_id, 'map')}",
             returned_objects=["all_drawings"],
             use_container_width=True,
             height=560,
@@ -181,7 +187,7 @@ with map_tab:
                 except ScarpError as exc:
                     st.error(str(exc))
                 else:
-                    edited(session.edit(region, mode))
+                    edited(session.edit(region, mode), "map")
                     st.rerun()
 
 # --- tile view: brush, eraser and smart fill --------------------------------------------------------------
@@ -231,7 +237,7 @@ with tile_tab:
         width=w * scale,
         height=h * scale,
         return_image_data=True,
-        key=f"correct.canvas.{scene_id}.{tile}.{index}.{tool}.{state.drawing_round(scene_id)}",
+        key=f"correct.canvas.{scene_id}.{tile}.{index}.{tool}.{state.drawing_round(scene_id, 'canvas')}",
     )
     marks = canvas.drawn_region(result.image_data if result is not None else None, (h, w), scale)
     if st.button("Apply to mask", disabled=not marks.any(), key=state.widget_key("correct", "apply")):
@@ -250,7 +256,7 @@ with tile_tab:
         except ScarpError as exc:
             st.error(str(exc))
         else:
-            edited(count)
+            edited(count, "canvas")
             st.rerun()
 
 # --- history: versions, what each changed, revert ----------------------------------------------------------
@@ -295,7 +301,11 @@ with history_tab:
             target = rcols[0].selectbox(
                 "Revert to version", older[::-1], key=state.widget_key("correct", "revert-to")
             )
-            if rcols[1].button("Revert", key=state.widget_key("correct", "revert")):
+            clicked = rcols[1].button("Revert", key=state.widget_key("correct", "revert"))
+            if clicked and unsigned:
+                st.error(f"Not reverted: {unsigned}")
+            elif clicked:
+                sessions = state.edit_sessions()  # before the write: after it, no st.session_state access
                 try:
                     saved = api.revert_mask(
                         workspace, scene_id, target, latest.id if latest else None, reviewer
@@ -303,7 +313,7 @@ with history_tab:
                 except ScarpError as exc:
                     st.error(f"Not reverted: {exc}")
                 else:
-                    state.set_edit_session(scene_id, None)
+                    sessions.pop(scene_id, None)
                     st.success(f"Version {saved.id} restores version {target}.")
 
 # --- review queue: tiles ranked by uncertainty or disagreement ------------------------------------------
@@ -360,7 +370,10 @@ with queue_tab:
                     state.set_queue_item(found.id)
                     st.rerun()
         for col, (status, label) in zip(ncols[2:5], STATUS_LABELS.items(), strict=True):
-            if col.button(label, key=state.widget_key("correct", "status", status)):
+            clicked = col.button(label, key=state.widget_key("correct", "status", status))
+            if clicked and unsigned:
+                st.error(f"Not marked {status}: {unsigned}")
+            elif clicked:
                 api.set_review_status(workspace, current_id, status, reviewer)
                 following = api.next_review_item(workspace, current_id, [scene_id], status="todo")
                 state.set_queue_item(following.id if following else current_id)

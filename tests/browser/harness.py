@@ -163,3 +163,42 @@ def click_tab(page, name: str) -> None:
 def screenshot(page, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / name))
+
+
+def mark_maps(page) -> None:
+    """Mark the overlay images of every map on the page as seen, so ready_map_frame(fresh=True) waits for a
+    map drawn after this call (Streamlit may reuse a map's iframe for the next map, so a frame's identity
+    does not tell)."""
+    for frame in page.frames:
+        if "st_folium" not in frame.url:
+            continue
+        try:
+            frame.evaluate(
+                "() => document.querySelectorAll('img.leaflet-image-layer')"
+                ".forEach(i => { i.dataset.scarpSeen = '1'; })"
+            )
+        except PlaywrightError:  # the frame went away while we looked
+            continue
+
+
+def ready_map_frame(page, selector: str, timeout: float = 60.0, fresh: bool = False):
+    """The newest map frame holding `selector` whose image overlays have all loaded (with `fresh`, one
+    drawn since mark_maps); None after `timeout` seconds. The load benchmark times page loads with it,
+    so it polls often and does not raise."""
+    check = (
+        "(fresh) => { const imgs = [...document.querySelectorAll('img.leaflet-image-layer')];"
+        " return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0)"
+        " && (!fresh || imgs.some(i => !i.dataset.scarpSeen)); }"
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for frame in reversed(page.frames):  # the newest first: a stale copy may linger beside it
+            if "st_folium" not in frame.url:
+                continue
+            try:
+                if frame.locator(selector).count() and frame.evaluate(check, fresh):
+                    return frame
+            except PlaywrightError:  # the frame went away (a rerun replaced it) while we looked
+                continue
+        page.wait_for_timeout(100)
+    return None

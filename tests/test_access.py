@@ -1,0 +1,462 @@
+"""Shared deployment: which gate secrets.toml asks for (app/access.py), the password gate and OIDC sign-in
+in the app (AppTest), saves that always carry a reviewer name, and what Streamlit serves by URL."""
+
+from __future__ import annotations
+
+import ast
+import hmac
+import os
+import tomllib
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app import access
+from app.components import gate
+from app.components.map import static_url
+from engine import api
+from engine.io.masks import read_mask
+from engine.io.raster import describe
+from engine.io.writers import write_raster
+
+ROOT = Path(__file__).resolve().parents[1]
+HOME = str(ROOT / "app" / "Home.py")
+STATIC = ROOT / "app" / "static"
+PASSWORD = "corrèct horse battery"
+AUTH = {
+    "redirect_uri": "https://scarp.example.org/oauth2callback",
+    "cookie_secret": "a-long-random-string",
+    "client_id": "scarp",
+    "client_secret": "xyz",
+    "server_metadata_url": "https://idp.example.org/.well-known/openid-configuration",
+}
+
+
+# --- which gate: app/access.py, no streamlit -------------------------------------------------------------
+
+
+def test_no_secrets_is_the_local_default_with_no_gate():
+    plan = access.plan({})
+    assert (plan.password, plan.oidc, plan.shared, plan.problem) == (False, False, False, None)
+    assert access.plan({"other_app": {"token": "x"}}) == plan
+
+
+def test_a_password_in_the_scarp_section_asks_for_it_and_the_plan_holds_no_secret():
+    plan = access.plan({"scarp": {"password": PASSWORD}})
+    assert plan.password and plan.shared and not plan.oidc and plan.problem is None
+    assert PASSWORD not in repr(plan)
+    assert access.configured_password({"scarp": {"password": PASSWORD}}) == PASSWORD
+
+
+def test_an_auth_section_asks_for_sign_in_with_each_provider(monkeypatch):
+    monkeypatch.setattr(access, "authlib_installed", lambda: True)
+    assert access.plan({"auth": AUTH}).oidc_providers == (None,)
+    named = {
+        "redirect_uri": AUTH["redirect_uri"],
+        "cookie_secret": AUTH["cookie_secret"],
+        "client_kwargs": {"prompt": "login"},  # a setting, not a provider
+        "google": {k: AUTH[k] for k in access.AUTH_PROVIDER_KEYS},
+        "microsoft": {k: AUTH[k] for k in access.AUTH_PROVIDER_KEYS},
+    }
+    plan = access.plan({"auth": named, "scarp": {"password": PASSWORD}})
+    assert plan.oidc_providers == ("google", "microsoft") and plan.password and plan.problem is None
+
+
+@pytest.mark.parametrize(
+    ("secrets", "says"),
+    [
+        ({"scarp": {"password": ""}}, "non-empty"),
+        ({"scarp": {"password": 1234}}, "non-empty"),
+        ({"scarp": "hunter2"}, "must be a table"),
+        ({"auth": {}}, "OpenID Connect"),
+        ({"auth": {k: v for k, v in AUTH.items() if k != "cookie_secret"}}, "[auth] cookie_secret"),
+        ({"auth": {k: v for k, v in AUTH.items() if k != "client_secret"}}, "[auth] client_secret"),
+        ({"auth": {"redirect_uri": "x", "cookie_secret": "y"}}, "no identity provider"),
+        ({"auth": {"redirect_uri": "x", "cookie_secret": "y", "my_idp": dict(AUTH)}}, "underscores"),
+    ],
+)
+def test_unusable_settings_close_the_app_instead_of_opening_it(monkeypatch, secrets, says):
+    monkeypatch.setattr(access, "authlib_installed", lambda: True)
+    plan = access.plan(secrets)
+    assert plan.problem is not None and says in plan.problem
+
+
+def test_allow_lists_narrow_who_may_sign_in(monkeypatch):
+    monkeypatch.setattr(access, "authlib_installed", lambda: True)
+    secrets = {"auth": AUTH, "scarp": {"allowed_emails": ["Ben@Other.org"], "allowed_domains": ["@uni.edu"]}}
+    assert access.plan(secrets).problem is None
+    assert access.identity_allowed({"email": "ana@UNI.edu"}, secrets)
+    assert access.identity_allowed({"email": "ben@other.org", "email_verified": True}, secrets)
+    assert not access.identity_allowed({"email": "eve@other.org"}, secrets)
+    assert not access.identity_allowed({"email": "eve@uni.edu.evil.com"}, secrets)
+    assert not access.identity_allowed({"email": "ana@uni.edu", "email_verified": False}, secrets)
+    assert not access.identity_allowed({"name": "Ana"}, secrets)
+    assert access.identity_allowed({"name": "Ana"}, {"auth": AUTH})  # no list: the provider decides
+    assert "needs sign-in" in access.plan({"scarp": {"allowed_domains": ["uni.edu"]}}).problem
+    assert "list of non-empty" in access.plan({"auth": AUTH, "scarp": {"allowed_emails": "a@b"}}).problem
+
+
+def test_sign_in_without_authlib_is_a_problem_not_a_crash(monkeypatch):
+    monkeypatch.setattr(access, "authlib_installed", lambda: False)
+    assert "Authlib" in access.plan({"auth": AUTH}).problem
+
+
+def test_password_check_is_exact_and_constant_time(monkeypatch):
+    calls = []
+    real = hmac.compare_digest
+    monkeypatch.setattr(hmac, "compare_digest", lambda a, b: calls.append((len(a), len(b))) or real(a, b))
+    assert access.check_password(PASSWORD, PASSWORD)
+    for wrong in ("", "corrèct", PASSWORD + " ", PASSWORD.upper(), "correct horse battery"):
+        assert not access.check_password(wrong, PASSWORD)
+    assert calls and all(a == b == 32 for a, b in calls)  # digests: equal lengths whatever was typed
+    assert not access.check_password("", "")  # an empty configured password opens nothing
+
+
+def test_reviewer_names_are_tidied_and_checked():
+    assert access.reviewer_name("  Ana   María\tPérez ") == "Ana María Pérez"
+    assert access.reviewer_problem("Ana") is None and access.reviewer_problem("  Ana  ") is None
+    for missing in ("", "   ", None):
+        assert "Reviewer" in access.reviewer_problem(missing)
+    assert "at most" in access.reviewer_problem("x" * (access.MAX_NAME + 1))
+    assert "control" in access.reviewer_problem("Ana\x00")
+
+
+def test_the_reviewer_name_of_a_signed_in_user():
+    assert access.identity_name({"name": "Ana Pérez", "email": "ana@uni.edu"}) == "Ana Pérez <ana@uni.edu>"
+    assert access.identity_name({"email": "ana@uni.edu"}) == "ana@uni.edu"
+    assert access.identity_name({"preferred_username": "apérez"}) == "apérez"
+    assert access.identity_name({"is_logged_in": True}) == ""
+
+
+# --- the gates in the app (AppTest) ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def predicted(workspace, bijie_pair):
+    """A Bijie scene with a prediction and its mask, version 1."""
+    with api.open_workspace(workspace) as ws:
+        scene = api.import_scene(ws, bijie_pair[0]).scene
+        d = describe(scene.path)
+        probability = np.tile(np.linspace(0, 1, d.width, dtype=np.float32), (d.height, 1))
+        prediction = ws.add_prediction(scene.id, "unet-test", {}, lambda p: write_raster(p, probability, d))
+        mask = (read_mask(bijie_pair[1]) > 0).astype(np.uint8)
+        ws.save_mask_version(
+            scene.id, lambda p: write_raster(p, mask, d), parent_id=None, source="prediction",
+            prediction_id=prediction.id, author="job 1",
+        )  # fmt: skip
+    return scene.id, d
+
+
+def _app(**secrets) -> AppTest:
+    at = AppTest.from_file(HOME, default_timeout=60)
+    for section, values in secrets.items():
+        at.secrets[section] = values
+    return at
+
+
+def _gated(at: AppTest) -> bool:
+    """The gate is up: Scarp's title and no sidebar content (no workspace, no reviewer, no pages)."""
+    return (
+        [t.value for t in at.title] == ["Scarp"]
+        and not at.sidebar.text_input
+        and not at.sidebar.code
+        and not at.metric
+    )
+
+
+def test_without_settings_the_app_opens_as_before(workspace):
+    at = _app().run()
+    assert not at.exception and not _gated(at)
+    assert at.sidebar.text_input[0].label == "Reviewer" and not at.sidebar.button  # no Lock, no Log out
+
+
+def test_the_password_gate_blocks_every_page_until_the_right_password(workspace, predicted):
+    at = _app(scarp={"password": PASSWORD})
+    at.run()
+    assert not at.exception and _gated(at) and at.text_input[0].label == "Password"
+    at.switch_page("views/correct.py").run()  # a deep link waits behind the gate too
+    assert _gated(at) and not at.selectbox and "edit_sessions" not in at.session_state
+    at.text_input[0].input(PASSWORD)
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Correct" and at.session_state["access_granted"] is True
+    # the password is not kept: session state holds the boolean verdict, no copy of what was typed
+    assert all(value != PASSWORD for value in at.session_state.to_dict().values())
+
+
+def test_a_wrong_password_shows_an_error_and_opens_nothing(workspace, monkeypatch):
+    monkeypatch.setattr(gate, "FAILED_DELAY_S", 0.0)
+    at = _app(scarp={"password": PASSWORD}).run()
+    at.text_input[0].input("correct horse")
+    at.button[0].click().run()
+    assert not at.exception and _gated(at)
+    assert at.error[0].value.startswith("Wrong password")
+    assert at.session_state["access_granted"] is False
+
+
+def test_unusable_access_settings_close_the_app(workspace):
+    at = _app(scarp={"password": ""}).run()
+    assert not at.exception and _gated(at) and not at.text_input
+    assert "closed" in at.error[0].value and "non-empty" in at.error[0].value
+
+
+@pytest.fixture
+def secrets_file(tmp_path):
+    """Point Streamlit's secrets at a file of the test's own (instead of .streamlit/secrets.toml)."""
+    from streamlit import config
+    from streamlit.runtime.secrets import secrets_singleton
+
+    path = tmp_path / "secrets.toml"
+    saved = config.get_option("secrets.files")
+    config.set_option("secrets.files", [str(path)])
+    secrets_singleton._reset()
+    yield path
+    config.set_option("secrets.files", saved)
+    secrets_singleton._reset()
+
+
+def test_a_password_in_a_real_secrets_file_gates_the_app(workspace, secrets_file):
+    secrets_file.write_text(f'[scarp]\npassword = "{PASSWORD}"\n')
+    at = AppTest.from_file(HOME, default_timeout=60).run()
+    assert not at.exception and _gated(at) and at.text_input[0].label == "Password"
+
+
+def test_a_secrets_file_that_does_not_parse_closes_the_app(workspace, secrets_file):
+    secrets_file.write_text('[scarp\npassword = "unterminated\n')  # a typo must not open the app
+    at = AppTest.from_file(HOME, default_timeout=60).run()
+    assert not at.exception and _gated(at) and not at.text_input
+    assert "could not be read" in at.error[0].value
+
+
+def test_sign_in_gate_then_saves_carry_the_signed_in_name(workspace, predicted, monkeypatch):
+    monkeypatch.setattr(access, "authlib_installed", lambda: True)
+    at = _app(auth=AUTH)
+    at.user = {"is_logged_in": False}
+    at.run()
+    assert not at.exception and _gated(at) and at.button[0].label == "Sign in"
+
+    at = _app(auth=AUTH)
+    at.user = {"is_logged_in": True, "name": "Ana Pérez", "email": "ana@uni.edu"}
+    at.run()
+    reviewer = at.sidebar.text_input[0]
+    assert reviewer.value == "Ana Pérez <ana@uni.edu>" and reviewer.disabled
+    assert [b.label for b in at.sidebar.button] == ["Log out"]
+    at.switch_page("views/correct.py").run()
+    scene_id, d = predicted
+    at.session_state["edit_sessions"][scene_id].edit(np.ones((d.height, d.width), bool), "add")
+    at.run()
+    at.text_input(key="w:correct:note").input("whole tile").run()
+    at.button(key="w:correct:save").click().run()
+    assert not at.exception and at.success[0].value.endswith("by Ana Pérez <ana@uni.edu>.")
+    assert at.text_input(key="w:correct:note").value == ""  # the note went with the version
+    with api.open_workspace(workspace) as ws:
+        latest = ws.latest_mask_version(scene_id)
+        assert (latest.author, latest.note) == ("Ana Pérez <ana@uni.edu>", "whole tile")
+
+
+def test_a_signed_in_account_off_the_list_is_refused(workspace, monkeypatch):
+    monkeypatch.setattr(access, "authlib_installed", lambda: True)
+    at = _app(auth=AUTH, scarp={"allowed_domains": ["uni.edu"]})
+    at.user = {"is_logged_in": True, "name": "Eve", "email": "eve@elsewhere.com"}
+    at.run()
+    assert not at.exception and _gated(at) and "not among" in at.error[0].value
+    assert [b.label for b in at.button] == ["Log out"]
+
+
+def _correct_page(reviewer: str) -> AppTest:
+    at = AppTest.from_file(HOME, default_timeout=60)
+    at.session_state["reviewer_widget"] = reviewer  # what the sidebar's Reviewer field holds
+    at.run()
+    at.switch_page("views/correct.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+@pytest.mark.parametrize("blank", ["", "   "], ids=["empty", "spaces"])
+def test_no_save_without_a_reviewer_name_and_the_edit_is_kept(workspace, predicted, blank):
+    scene_id, d = predicted
+    at = _correct_page(blank)
+    assert any("Saving needs a reviewer name" in c.value for c in at.caption)
+    at.session_state["edit_sessions"][scene_id].edit(np.ones((d.height, d.width), bool), "add")
+    at.run()
+    at.text_input(key="w:correct:note").input("whole tile").run()
+    at.button(key="w:correct:save").click().run()
+    assert not at.exception, at.exception
+    message = at.error[0].value
+    assert message.startswith("Not saved") and "Reviewer" in message and "edits are kept" in message
+    with api.open_workspace(workspace) as ws:
+        assert [v.id for v in ws.list_mask_versions(scene_id)] == [1]
+    session = at.session_state["edit_sessions"][scene_id]
+    assert session.dirty and session.mask.all() and "unsaved" in at.caption[0].value
+    assert at.text_input(key="w:correct:note").value == "whole tile"
+
+
+def test_a_revert_needs_a_reviewer_name_too(workspace, predicted):
+    scene_id, d = predicted
+    with api.open_workspace(workspace) as ws:
+        api.save_edited_mask(ws, scene_id, np.zeros((d.height, d.width), np.uint8), 1, "ben")
+    at = _correct_page("")
+    at.selectbox(key="w:correct:revert-to").set_value(1).run()
+    at.button(key="w:correct:revert").click().run()
+    assert not at.exception and any(e.value.startswith("Not reverted") for e in at.error)
+    with api.open_workspace(workspace) as ws:
+        assert [v.id for v in ws.list_mask_versions(scene_id)] == [1, 2]
+
+
+def test_queue_statuses_need_a_reviewer_name_too(workspace, predicted):
+    scene_id, _ = predicted
+    at = _correct_page("")
+    at.selectbox(key="w:correct:queue-tile").set_value(256).run()
+    at.button(key="w:correct:queue-build").click().run()
+    at.button(key="w:correct:status:accepted").click().run()
+    assert not at.exception and any(e.value.startswith("Not marked accepted") for e in at.error)
+    with api.open_workspace(workspace) as ws:
+        assert api.review_progress(ws, [scene_id])["accepted"] == 0
+
+
+# --- what is served by URL ---------------------------------------------------------------------------------
+
+
+def test_upload_limit_and_static_serving_are_configured_and_documented():
+    server = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())["server"]
+    assert server["enableStaticServing"] is True
+    assert 200 <= server["maxUploadSize"] <= 4096  # MB: a big scene, not an unbounded memory hog
+    assert server.get("enableXsrfProtection", True) and server.get("enableCORS", True)
+    readme = (ROOT / "README.md").read_text()
+    assert f"client_max_body_size {server['maxUploadSize']}m;" in readme  # the proxy matches the app
+
+
+def test_the_static_folder_holds_nothing_that_leads_outside_it():
+    if not STATIC.is_dir():
+        pytest.skip("app/static is created by `make setup`")
+    root = STATIC.resolve()
+    links, outside = [], []
+    for dirpath, dirnames, filenames in os.walk(STATIC):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            if path.is_symlink():
+                links.append(path)
+            if not path.resolve().is_relative_to(root):
+                outside.append(path)
+    assert not outside, outside
+    assert not links, links  # make setup copies files; a link in there is a mistake waiting to happen
+
+
+def _code_parts(tree: ast.AST):
+    """("import", module), ("attribute", name) and ("string", text) of a module, docstrings left out."""
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+    }
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (("import", alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            yield "import", node.module or ""
+        elif isinstance(node, ast.Attribute):
+            yield "attribute", node.attr
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            yield "string", node.value
+
+
+def test_app_code_serves_no_files_by_url():
+    """The app hands the browser data (PNG data URLs, downloads built in memory) and the Leaflet files
+    under /app/static; it adds no route, reads no path from the URL, and links no file on disk."""
+    servers = ("starlette", "tornado", "http.server", "aiohttp", "flask", "fastapi", "socketserver")
+    offenders = []
+    for path in sorted((ROOT / "app").rglob("*.py")):
+        if STATIC in path.parents:
+            continue
+        where = path.relative_to(ROOT)
+        for kind, value in _code_parts(ast.parse(path.read_text())):
+            if kind == "import" and value.startswith(servers):
+                offenders.append(f"{where}: imports {value}")
+            elif kind == "attribute" and value in ("query_params", "add_route", "add_api_route", "mount"):
+                offenders.append(f"{where}: uses .{value}")
+            elif kind == "string" and "file://" in value:
+                offenders.append(f"{where}: a file:// URL")
+            elif kind == "string" and "/app/static" in value and where != Path("app/components/map.py"):
+                offenders.append(f"{where}: builds a static URL outside map.static_url")
+    assert not offenders, offenders
+
+
+def test_static_urls_follow_the_base_url_path():
+    assert static_url("leaflet/leaflet.js", "") == "/app/static/leaflet/leaflet.js"
+    assert static_url("leaflet/leaflet.js", "/scarp/") == "/scarp/app/static/leaflet/leaflet.js"
+    assert static_url("x.css", "maps/scarp") == "/maps/scarp/app/static/x.css"
+
+
+@pytest.mark.slow
+def test_the_server_refuses_paths_outside_app_static(tmp_path, data_dir):
+    if not (STATIC / "leaflet" / "leaflet.js").is_file():
+        pytest.skip("app/static is created by `make setup`")
+    from tests.browser.harness import running_app
+
+    def status(url: str) -> int:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    (tmp_path / "ws").mkdir()
+    with running_app(tmp_path / "ws", data_dir) as app:
+        assert status(f"{app.url}/app/static/leaflet/leaflet.js") == 200
+        for escape in (
+            "../Home.py", "%2e%2e/Home.py", "..%2f..%2fREADME.md", "%2e%2e%2f%2e%2e%2f.streamlit/config.toml",
+            "leaflet/../../access.py", "/etc/passwd", "%2fetc%2fpasswd", "..%5cHome.py",
+        ):  # fmt: skip
+            assert status(f"{app.url}/app/static/{escape}") in (400, 403, 404), escape
+        assert status(f"{app.url}/app/static/") in (400, 403, 404)  # no directory listing
+
+
+# --- saves under load: found by tests/browser/load_bench.py --------------------------------------------
+
+
+def test_a_rerun_request_waits_for_the_run_in_progress():
+    """With Streamlit's default fastReruns a second run starts beside one still inside a callback, and the
+    page is drawn from the state before the callback's save."""
+    runner = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())["runner"]
+    assert runner["fastReruns"] is False
+
+
+def test_the_save_callback_records_its_result_without_session_state():
+    """Streamlit may stop a callback at any st.session_state access once another rerun has been asked
+    for. The Save callback reads st.session_state once, first (stopped there, nothing happened yet), and
+    after writing the version records the outcome only in the plain dicts it was given."""
+    tree = ast.parse((ROOT / "app" / "views" / "correct.py").read_text())
+    save = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "save")
+    body = save.body[1:] if isinstance(save.body[0], ast.Expr) else save.body  # past the docstring
+
+    def session_state_uses(nodes) -> list[int]:
+        return [
+            n.lineno
+            for node in nodes
+            for n in ast.walk(node)
+            if (isinstance(n, ast.Attribute) and n.attr == "session_state")
+            or (  # app.state helpers read st.session_state too, all but widget_key
+                isinstance(n, ast.Call)
+                and isinstance(n.func, ast.Attribute)
+                and isinstance(n.func.value, ast.Name)
+                and n.func.value.id == "state"
+                and n.func.attr != "widget_key"
+            )
+        ]
+
+    assert session_state_uses(body[:1]), "the note is read first"
+    assert session_state_uses(body[1:]) == [], "nothing after the first line may touch st.session_state"
+    owners = {
+        n.func.value.id
+        for n in ast.walk(save)
+        if isinstance(n, ast.Call)
+        and isinstance(n.func, ast.Attribute)
+        and isinstance(n.func.value, ast.Name)
+    }
+    assert "st" not in owners  # no st.toast, st.rerun, …: each is a point where Streamlit may stop it
