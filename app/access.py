@@ -52,7 +52,7 @@ class AccessPlan:
 
 
 def authlib_installed() -> bool:
-    """st.login needs Authlib (not in requirements.txt: only OIDC deployments install it)."""
+    """st.login needs Authlib (in requirements.txt; a hand-made environment may lack it)."""
     return importlib.util.find_spec("authlib") is not None
 
 
