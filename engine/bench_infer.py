@@ -225,8 +225,17 @@ def _child(args: argparse.Namespace) -> None:
                 tiles = predict_scene([member], scene, out / "mask.tif", out / "prob.tif", options).tiles
             if i > 0:
                 seconds.append(time.perf_counter() - start)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak, "tiles": tiles}))
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "tiles": tiles}))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM, not ru_maxrss: Linux carries ru_maxrss across
+    fork and exec, so a child would report its parent's peak when that was higher."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # elsewhere: bytes on macOS, KiB on BSD
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 # ---------------------------------------------------------------------------------------------------
