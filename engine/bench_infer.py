@@ -10,6 +10,7 @@ ratio measures engineering, not less work. Each end-to-end figure comes from a f
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import resource
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -242,6 +243,45 @@ def peak_rss_mb() -> float:
 # The whole benchmark
 
 
+class Measurements:
+    """The finished measurements of one benchmark, kept on disk as they are made, so a run that is
+    stopped (an hour on a CPU) goes on where it stopped. Saved ones are reused only when the machine,
+    the settings and the code being measured are the same."""
+
+    def __init__(self, path: Path | None, header: dict, log=print) -> None:
+        self.path, self.header, self.done = path, header, {}
+        if path is not None and path.is_file():
+            saved = json.loads(path.read_text())
+            if saved.get("header") == header:
+                self.done = saved["done"]
+                log(f"resuming: {len(self.done)} measurements already made ({path})")
+
+    def get(self, key: str, measure, *args):
+        """The saved value of `key`, or `measure(*args)`, saved."""
+        if key not in self.done:
+            self.done[key] = measure(*args)
+            if self.path is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(self.path, json.dumps({"header": self.header, "done": self.done}))
+        return self.done[key]
+
+    def finish(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+def _code_version() -> str:
+    """A digest of the code the benchmark measures: the pipeline, the tiling and the models."""
+    root = Path(__file__).resolve().parent
+    files = [
+        root / "inference.py",
+        root / "tiling.py",
+        Path(__file__),
+        *sorted((root / "models").glob("*.py")),
+    ]
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:16]
+
+
 def run_benchmark(
     *,
     quick: bool = False,
@@ -254,7 +294,11 @@ def run_benchmark(
     threads: int | None = None,
     log=print,
 ) -> dict:
-    """Measure everything, returning a JSON-able report; `quick` is a minute-long smoke run."""
+    """Measure everything, returning a JSON-able report; `quick` is a minute-long smoke run.
+
+    Measurements are kept in `cache` as they are made, and a later run with the same settings on the
+    same machine and code reuses them: a stopped benchmark goes on where it stopped.
+    """
     device = pick_device(device_name)
     if quick:
         runs, large, small = 1, 1536, 1024
@@ -272,18 +316,39 @@ def run_benchmark(
         "date": time.strftime("%Y-%m-%d"),
         "bf16_native": cpu_has_bf16() if device.type == "cpu" else True,
     }
+    header = {
+        "machine": report["machine"],
+        "runs": runs,
+        "quick": quick,
+        "large": large,
+        "small": small,
+        "threads": threads,
+        "code": _code_version(),
+    }
+    saved = Measurements(None if quick else cache / f"bench_infer_{device.type}.partial.json", header, log)
+
     log("matmul peak …")
-    report["peak_gflops"] = {_name(p): matmul_peak(device, p, runs) for p in precisions}
+    report["peak_gflops"] = saved.get(
+        "peak", lambda: {_name(p): matmul_peak(device, p, runs) for p in precisions}
+    )
     log(f"  {report['peak_gflops']}")
 
     report["models"] = []
     for architecture in models:
         member = research_member(architecture)
-        gflops = count_flops(member.model.float().cpu(), 512, 3) / 1e9
+        gflops = saved.get(f"gflops/{architecture}", _gflops_per_tile, member.model)
         rows = []
         for precision in precisions:
             for batch in batches:
-                rate = model_tiles_per_s(member.model, device, precision, batch, runs)
+                rate = saved.get(
+                    f"model/{architecture}/{_name(precision)}/{batch}",
+                    model_tiles_per_s,
+                    member.model,
+                    device,
+                    precision,
+                    batch,
+                    runs,
+                )
                 rows.append({"precision": _name(precision), "batch": batch, "tiles_per_s": rate})
                 log(f"{architecture} {_name(precision)} batch {batch}: {rate:.2f} tiles/s")
         best = max(rows, key=lambda r: r["tiles_per_s"])
@@ -319,14 +384,18 @@ def run_benchmark(
             row = {"model": entry["model"], "scene": label, "mpx": mpx, "options": vars(options).copy()}
             for mode in ("ours", "naive"):
                 log(f"end to end: {entry['model']} on {label}, {mode} …")
-                result = end_to_end(entry["model"], scene, mode, runs, options, iburi)
-                row[mode] = {
-                    "seconds": result.seconds,
-                    "mpx_per_s": mpx / result.seconds,
-                    "peak_rss_mb": result.peak_rss_mb,
-                    "tiles": result.tiles,
-                }
-                log(f"  {mpx / result.seconds:.3f} Mpx/s, peak RSS {result.peak_rss_mb:.0f} MB")
+                result = saved.get(
+                    f"e2e/{entry['model']}/{label}/{mode}/{best['precision']}/{best['batch']}",
+                    _end_to_end_record,
+                    entry["model"],
+                    scene,
+                    mode,
+                    runs,
+                    options,
+                    iburi,
+                )
+                row[mode] = {**result, "mpx_per_s": mpx / result["seconds"]}
+                log(f"  {mpx / result['seconds']:.3f} Mpx/s, peak RSS {result['peak_rss_mb']:.0f} MB")
             row["speedup"] = row["ours"]["mpx_per_s"] / row["naive"]["mpx_per_s"]
             report["end_to_end"].append(row)
 
@@ -334,11 +403,30 @@ def run_benchmark(
     if not quick and device.type == "cpu":
         for architecture in models:
             rates = {
-                p: training_throughput(architecture, 256, 4, runs, precision=p) for p in ("fp32", "bf16")
+                p: saved.get(
+                    f"train/{architecture}/{p}",
+                    training_throughput,
+                    architecture,
+                    256,
+                    4,
+                    runs,
+                    2,
+                    p,
+                )
+                for p in ("fp32", "bf16")
             }
             report["training"].append({"model": architecture, "images_per_s": rates})
             log(f"training {architecture}: {rates}")
+    saved.finish()
     return report
+
+
+def _gflops_per_tile(model: torch.nn.Module) -> float:
+    return count_flops(model.float().cpu(), 512, 3) / 1e9
+
+
+def _end_to_end_record(*args) -> dict:
+    return asdict(end_to_end(*args))
 
 
 def _name(dtype: torch.dtype) -> str:

@@ -7,6 +7,7 @@ import rasterio
 
 from engine.bench_infer import (
     EndToEnd,
+    Measurements,
     _mirror,
     build_mosaic,
     end_to_end,
@@ -91,3 +92,22 @@ def test_end_to_end_child_reports_its_own_time_and_memory(iburi_post):
     assert result.tiles == 12 and result.seconds > 0
     assert 100 < result.peak_rss_mb < peak_rss_mb() - 500, (result.peak_rss_mb, peak_rss_mb())
     del ballast
+
+
+def test_a_stopped_benchmark_goes_on_where_it_stopped(tmp_path):
+    path = tmp_path / "partial.json"
+    calls = []
+
+    def measure(x):
+        calls.append(x)
+        return x * 2
+
+    first = Measurements(path, {"machine": "m", "code": "a"})
+    assert first.get("one", measure, 1) == 2 and first.get("one", measure, 1) == 2
+    again = Measurements(path, {"machine": "m", "code": "a"})  # a new run after a stop
+    assert again.get("one", measure, 1) == 2 and again.get("two", measure, 2) == 4
+    assert calls == [1, 2]
+    changed = Measurements(path, {"machine": "m", "code": "b"})  # other code: nothing is reused
+    assert changed.get("one", measure, 1) == 2 and calls == [1, 2, 1]
+    changed.finish()
+    assert not path.exists()
