@@ -91,3 +91,26 @@ def workspace(tmp_path, monkeypatch):
     services.workspace.clear()
     yield tmp_path / "ws"
     services.workspace.clear()
+
+
+@pytest.fixture
+def predicted(workspace, bijie_pair):
+    """A Bijie scene with a prediction (its probability is a ramp) and the prediction's mask, version 1."""
+    import numpy as np
+
+    from engine import api
+    from engine.io.masks import read_mask
+    from engine.io.raster import describe
+    from engine.io.writers import write_raster
+
+    with api.open_workspace(workspace) as ws:
+        scene = api.import_scene(ws, bijie_pair[0]).scene
+        d = describe(scene.path)
+        probability = np.tile(np.linspace(0, 1, d.width, dtype=np.float32), (d.height, 1))
+        prediction = ws.add_prediction(scene.id, "unet-test", {}, lambda p: write_raster(p, probability, d))
+        mask = (read_mask(bijie_pair[1]) > 0).astype(np.uint8)
+        ws.save_mask_version(
+            scene.id, lambda p: write_raster(p, mask, d), parent_id=None, source="prediction",
+            prediction_id=prediction.id, author="job 1",
+        )  # fmt: skip
+    return scene.id, d

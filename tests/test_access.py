@@ -19,9 +19,6 @@ from app import access
 from app.components import gate
 from app.components.map import static_url
 from engine import api
-from engine.io.masks import read_mask
-from engine.io.raster import describe
-from engine.io.writers import write_raster
 
 ROOT = Path(__file__).resolve().parents[1]
 HOME = str(ROOT / "app" / "Home.py")
@@ -133,22 +130,6 @@ def test_the_reviewer_name_of_a_signed_in_user():
 
 
 # --- the gates in the app (AppTest) ---------------------------------------------------------------------
-
-
-@pytest.fixture
-def predicted(workspace, bijie_pair):
-    """A Bijie scene with a prediction and its mask, version 1."""
-    with api.open_workspace(workspace) as ws:
-        scene = api.import_scene(ws, bijie_pair[0]).scene
-        d = describe(scene.path)
-        probability = np.tile(np.linspace(0, 1, d.width, dtype=np.float32), (d.height, 1))
-        prediction = ws.add_prediction(scene.id, "unet-test", {}, lambda p: write_raster(p, probability, d))
-        mask = (read_mask(bijie_pair[1]) > 0).astype(np.uint8)
-        ws.save_mask_version(
-            scene.id, lambda p: write_raster(p, mask, d), parent_id=None, source="prediction",
-            prediction_id=prediction.id, author="job 1",
-        )  # fmt: skip
-    return scene.id, d
 
 
 def _app(**secrets) -> AppTest:

@@ -7,32 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from app.components import canvas
 from engine import api
-from engine.io.masks import read_mask
-from engine.io.raster import describe
-from engine.io.writers import write_raster
 
 HOME = str(Path(__file__).resolve().parents[1] / "app" / "Home.py")
-
-
-@pytest.fixture
-def predicted(workspace, bijie_pair):
-    """A Bijie scene with a prediction (its probability is a ramp) and the prediction's mask, version 1."""
-    with api.open_workspace(workspace) as ws:
-        scene = api.import_scene(ws, bijie_pair[0]).scene
-        d = describe(scene.path)
-        probability = np.tile(np.linspace(0, 1, d.width, dtype=np.float32), (d.height, 1))
-        prediction = ws.add_prediction(scene.id, "unet-test", {}, lambda p: write_raster(p, probability, d))
-        mask = (read_mask(bijie_pair[1]) > 0).astype(np.uint8)
-        ws.save_mask_version(
-            scene.id, lambda p: write_raster(p, mask, d), parent_id=None, source="prediction",
-            prediction_id=prediction.id, author="job 1",
-        )  # fmt: skip
-    return scene.id, d
 
 
 def open_correct(reviewer: str = "ana") -> AppTest:
