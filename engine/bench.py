@@ -123,3 +123,46 @@ def training_table(names: list[str] | None, size: int, batch: int, steps: int) -
         bf16 = training_throughput(name, size, batch, steps, precision="bf16")
         lines.append(f"| {name} | {fp32:.2f} | {bf16:.2f} |")
     return "\n".join(lines)
+
+
+PROFILE_GROUPS = {
+    "convolutions": ("aten::mkldnn_convolution", "aten::_convolution", "aten::convolution"),
+    "attention (scaled dot product)": ("aten::_scaled_dot_product_flash_attention_for_cpu",),
+    "matrix products (linear layers)": ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm"),
+    "copies and dtype casts": ("aten::copy_", "aten::_to_copy", "aten::clone"),
+    "upsampling": ("aten::upsample_bilinear2d", "aten::upsample_nearest2d"),
+    "norms and activations": (
+        "aten::native_batch_norm", "aten::native_layer_norm", "aten::gelu", "aten::clamp_min_",
+        "aten::relu_", "aten::hardswish_", "aten::sigmoid",
+    ),
+}  # fmt: skip
+
+
+def profile_shares(
+    name: str, precision: str = "bf16", batch: int = 1, size: int = 512, runs: int = 10
+) -> tuple[float, dict[str, float]]:
+    """Where a forward's CPU time goes: (ms per forward, {group: share of the self time}), from
+    torch.profiler over `runs` forwards after 3 warm-ups, the way the inference bench runs a model."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from engine.bench_infer import research_member
+
+    device, dtype = torch.device("cpu"), torch.bfloat16 if precision == "bf16" else torch.float32
+    model = research_member(name).model.to(memory_format=torch.channels_last).eval()
+    x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        for _ in range(3):
+            with autocast(device, dtype):
+                model(x)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(runs):
+                with autocast(device, dtype):
+                    model(x)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    shares = {
+        group: sum(e.self_cpu_time_total for e in events if e.key in ops) / total
+        for group, ops in PROFILE_GROUPS.items()
+    }
+    shares["everything else"] = 1 - sum(shares.values())
+    return total / runs / 1e3, shares

@@ -38,7 +38,6 @@ from engine.tiling import blend_weights, pad_tile
 
 RESEARCH_MODELS = ("kda_student", "emr_hrnet", "mrife")
 IBURI = Path("../shared/data/iburi_s2/post_event_S2_RGB_B4B3B2.tif")
-SECTION = "inference-{device}"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -431,86 +430,6 @@ def _end_to_end_record(*args) -> dict:
 
 def _name(dtype: torch.dtype) -> str:
     return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
-
-
-# ---------------------------------------------------------------------------------------------------
-# The report
-
-
-def markdown(report: dict, command: str) -> str:
-    """The BENCHMARKS.md section for one report."""
-    peaks = report["peak_gflops"]
-    lines = [
-        f"Machine: {report['machine']}; {report['date']}. Command: `{command}`.",
-        f"Every figure is the median of {report['runs']} runs after a warm-up.",
-        "",
-        "Measured matmul peak (2048² square matmuls on a CPU, 8192² on a GPU): "
-        + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items())
-        + ".",
-        "",
-        "**Model only**, 512² tiles, 3 bands, best batch and precision:",
-        "",
-        "| model | weights | GFLOPs/tile | best | tiles/s | of that precision's peak | of the bf16 peak |",
-        "|---|---|---:|---|---:|---:|---:|",
-    ]
-    for m in report["models"]:
-        b = m["best"]
-        lines.append(
-            f"| {m['model']} | {m['weights']} | {m['gflops_per_tile']:.1f}"
-            f" | {b['precision']}, batch {b['batch']} | {b['tiles_per_s']:.2f}"
-            f" | {m['fraction_of_peak']:.0%} | {m['fraction_of_bf16_peak']:.0%} |"
-        )
-    lines += [
-        "",
-        "All model-only runs (tiles/s):",
-        "",
-        "| model | "
-        + " | ".join(f"{r['precision']} b{r['batch']}" for r in report["models"][0]["runs"])
-        + " |",
-        "|---|" + "---:|" * len(report["models"][0]["runs"]),
-    ]
-    for m in report["models"]:
-        lines.append(f"| {m['model']} | " + " | ".join(f"{r['tiles_per_s']:.2f}" for r in m["runs"]) + " |")
-    lines += [
-        "",
-        "**End to end** (read, normalise, infer, blend, write the mask and the probability GeoTIFFs):",
-        "",
-        "| model | scene | Mpx | ours Mpx/s | ours peak RSS (MB) | naive Mpx/s | naive peak RSS (MB)"
-        " | ours/naive |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in report["end_to_end"]:
-        o, n = r["ours"], r["naive"]
-        lines.append(
-            f"| {r['model']} | {r['scene']} | {r['mpx']:.1f} | {o['mpx_per_s']:.3f}"
-            f" | {o['peak_rss_mb']:.0f} | {n['mpx_per_s']:.3f} | {n['peak_rss_mb']:.0f}"
-            f" | **{r['speedup']:.2f}×** |"
-        )
-    if report["training"]:
-        lines += [
-            "",
-            "**Training** throughput (full steps with each model's default method and loss,"
-            " 256² crops, batch 4):",
-            "",
-            "| model | images/s fp32 | images/s bf16 |",
-            "|---|---:|---:|",
-        ]
-        for t in report["training"]:
-            rates = t["images_per_s"]
-            lines.append(f"| {t['model']} | {rates['fp32']:.2f} | {rates['bf16']:.2f} |")
-    return "\n".join(lines)
-
-
-def write_section(doc: Path, name: str, body: str) -> None:
-    """Replace (or append) the part of `doc` between `<!-- bench:name -->` and `<!-- /bench:name -->`."""
-    begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
-    text = doc.read_text() if doc.is_file() else ""
-    block = f"{begin}\n{body}\n{end}"
-    if begin in text and end in text:
-        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    atomic_write_text(doc, text)
 
 
 def main(argv: list[str] | None = None) -> None:

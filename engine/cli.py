@@ -119,6 +119,11 @@ def _parser() -> argparse.ArgumentParser:
     bench_train.add_argument("--steps", type=int, default=5, help="timed steps after 2 warm-up steps; median")
     bench_train.add_argument("--only", nargs="*", help="some of the registry's models")
     bench_train.set_defaults(run=_bench_train)
+    bench_profile = bench_kinds.add_parser("profile", help="where one model's forward spends its CPU time")
+    bench_profile.add_argument("--model", default="kda_student", help="a research model")
+    bench_profile.add_argument("--precision", default="bf16", choices=("fp32", "bf16"))
+    bench_profile.add_argument("--batch", type=int, default=1)
+    bench_profile.set_defaults(run=_bench_profile)
     bench_accuracy = bench_kinds.add_parser(
         "accuracy", help="write docs/ACCURACY.md (shipped models on Bijie val)"
     )
@@ -137,7 +142,12 @@ def _parser() -> argparse.ArgumentParser:
         "--cache", type=Path, default=Path(".cache/bench"), help="where mosaics are kept"
     )
     bench_infer.add_argument("--doc", type=Path, default=Path("docs/BENCHMARKS.md"), help="report to update")
-    bench_infer.add_argument("--json", type=Path, help="also write the raw figures here")
+    bench_infer.add_argument(
+        "--json", type=Path, help="where the raw figures go (default: docs/results/bench_infer_DEVICE.json)"
+    )
+    bench_infer.add_argument(
+        "--render", type=Path, metavar="JSON", help="measure nothing: write the section from a saved report"
+    )
     bench_infer.set_defaults(run=_bench_infer)
     cli_train.add_study_commands(bench_kinds)
 
@@ -290,6 +300,16 @@ def _bench_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_profile(args: argparse.Namespace) -> int:
+    from engine.bench import profile_shares
+
+    ms, shares = profile_shares(args.model, args.precision, args.batch)
+    print(f"{args.model}, {args.precision}, batch {args.batch}, 512²: {ms:.1f} ms of CPU time per forward")
+    for group, share in sorted(shares.items(), key=lambda item: -item[1]):
+        print(f"  {share:6.1%}  {group}")
+    return 0
+
+
 def _bench_train(args: argparse.Namespace) -> int:
     from engine import bench
 
@@ -299,35 +319,46 @@ def _bench_train(args: argparse.Namespace) -> int:
 
 
 def _bench_infer(args: argparse.Namespace) -> int:
-    from engine import bench_infer
+    from engine import bench_infer, bench_infer_report
     from engine.store.files import atomic_write_text
 
-    report = bench_infer.run_benchmark(
-        quick=args.quick,
-        device_name=args.device,
-        runs=args.runs,
-        cache=args.cache,
-        large=args.large,
-        threads=args.threads,
-        log=lambda line: print(line, flush=True),
-    )
-    flags = [
-        f"--{name} {value}"
-        for name, value, default in (
-            ("device", args.device, "auto"),
-            ("runs", args.runs, 5),
-            ("threads", args.threads, None),
-            ("large", args.large, 16384),
+    if args.render is not None:
+        report = json.loads(args.render.read_text())
+        command = report["command"]
+    else:
+        report = bench_infer.run_benchmark(
+            quick=args.quick,
+            device_name=args.device,
+            runs=args.runs,
+            cache=args.cache,
+            large=args.large,
+            threads=args.threads,
+            log=lambda line: print(line, flush=True),
         )
-        if value != default
-    ]
-    body = bench_infer.markdown(report, " ".join(["python -m engine bench infer", *flags]))
+        flags = [
+            f"--{name} {value}"
+            for name, value, default in (
+                ("device", args.device, "auto"),
+                ("runs", args.runs, 5),
+                ("threads", args.threads, None),
+                ("large", args.large, 16384),
+            )
+            if value != default
+        ]
+        command = report["command"] = " ".join(["python -m engine bench infer", *flags])
+    body = bench_infer_report.markdown(report, command)
     print(body)
-    if args.json is not None:
-        atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
-    if not args.quick:  # a smoke run is not a figure to publish
-        bench_infer.write_section(args.doc, bench_infer.SECTION.format(device=report["device"]), body)
-        print(f"wrote {args.doc}")
+    if args.quick:  # a smoke run is not a figure to publish
+        return 0
+    if args.render is None:
+        raw = args.json or Path(f"docs/results/bench_infer_{report['device']}.json")
+        raw.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(raw, json.dumps(report, indent=2) + "\n")
+        print(f"wrote {raw}")
+    bench_infer_report.write_section(
+        args.doc, bench_infer_report.SECTION.format(device=report["device"]), body
+    )
+    print(f"wrote {args.doc}")
     return 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import rasterio
 
@@ -11,10 +13,9 @@ from engine.bench_infer import (
     _mirror,
     build_mosaic,
     end_to_end,
-    markdown,
     peak_rss_mb,
-    write_section,
 )
+from engine.bench_infer_report import markdown, targets, write_section
 from engine.inference import PredictOptions
 
 
@@ -47,11 +48,12 @@ def test_write_section_replaces_only_its_own_part(tmp_path):
     assert text.count("<!-- bench:inference-cpu -->") == 1
 
 
-def test_markdown_has_every_figure():
+def _report(device="cpu"):
     ours = {"seconds": 2.0, "mpx_per_s": 0.5, "peak_rss_mb": 600.0, "tiles": 12}
     naive = {"seconds": 6.0, "mpx_per_s": 0.1667, "peak_rss_mb": 700.0, "tiles": 12}
     run = {"precision": "bf16", "batch": 1, "tiles_per_s": 11.0}
-    report = {
+    return {
+        "device": device,
         "machine": "test CPU",
         "date": "2026-11-21",
         "runs": 5,
@@ -79,9 +81,29 @@ def test_markdown_has_every_figure():
         ],
         "training": [{"model": "kda_student", "images_per_s": {"fp32": 8.8, "bf16": 11.1}}],
     }
-    text = markdown(report, "python -m engine bench infer")
+
+
+def test_markdown_has_every_figure():
+    text = markdown(_report(), "python -m engine bench infer")
     for figure in ("bf16 410 GFLOP/s", "29%", "| 11.00 |", "**3.00×**", "| 600 |", "| 8.80 | 11.10 |"):
         assert figure in text, figure
+    assert "| kda_student model only ≥ 50 % of what the bf16 peak allows | 29% | **no** |" in text
+
+
+def test_targets_are_checked_against_the_figures():
+    report = _report()
+    small = {**report["end_to_end"][0], "scene": "4096²", "mpx": 16.8}
+    small["ours"] = {**small["ours"], "peak_rss_mb": 400.0}
+    report["end_to_end"].insert(0, small)
+    met = {target: ok for target, _, ok in targets(report)}
+    assert met == {
+        "kda_student end to end on 16384²: ≥ 3× the naive way": True,
+        "peak RSS on 16384² ≤ 1.5 GB": True,
+        "peak RSS on 16384² ≤ 1.3× that on 4096²": False,  # 600 / 400 MB
+        "kda_student model only ≥ 50 % of what the bf16 peak allows": False,
+    }
+    gpu = {target: ok for target, _, ok in targets(_report("cuda"))}
+    assert gpu["kda_student model only ≥ 2000 tiles/s at 512²"] is False
 
 
 def test_end_to_end_child_reports_its_own_time_and_memory(iburi_post):
@@ -111,3 +133,24 @@ def test_a_stopped_benchmark_goes_on_where_it_stopped(tmp_path):
     assert changed.get("one", measure, 1) == 2 and calls == [1, 2, 1]
     changed.finish()
     assert not path.exists()
+
+
+def test_a_saved_report_is_rendered_without_measuring(tmp_path, capsys):
+    from engine.cli import main
+
+    saved = tmp_path / "bench_infer_cpu.json"
+    saved.write_text(json.dumps({**_report(), "command": "python -m engine bench infer --runs 7"}))
+    doc = tmp_path / "BENCHMARKS.md"
+    doc.write_text("# Benchmarks\n")
+    assert main(["bench", "infer", "--render", str(saved), "--doc", str(doc)]) == 0
+    text = doc.read_text()
+    assert "<!-- bench:inference-cpu -->" in text and "`python -m engine bench infer --runs 7`" in text
+    assert "**3.00×**" in text
+
+
+def test_profile_shares_add_up_and_find_the_convolutions():
+    from engine.bench import profile_shares
+
+    ms, shares = profile_shares("kda_student", "fp32", batch=1, size=64, runs=1)
+    assert ms > 0 and abs(sum(shares.values()) - 1) < 1e-9
+    assert shares["convolutions"] > 0.05 and shares["matrix products (linear layers)"] > 0
