@@ -24,7 +24,8 @@ from rasterio.transform import Affine
 from rasterio.warp import reproject, transform_bounds
 
 from engine.io.bands import apply_stretch, resolve_bands, stretch_limits
-from engine.io.raster import SceneDescriptor, open_scene
+from engine.io.raster import open_scene
+from engine.io.scene import SceneDescriptor
 
 DEFAULT_MAX_SIDE = 1024
 PROBABILITY_FLOOR = 0.1

@@ -24,7 +24,8 @@ from shapely import affinity
 from shapely.geometry import shape
 
 from engine.errors import InputError
-from engine.io.raster import Box, SceneDescriptor
+from engine.io.backends import Box
+from engine.io.scene import SceneDescriptor
 
 MODES = ("add", "erase")
 POLYGON_TYPES = ("Polygon", "MultiPolygon")

@@ -25,7 +25,8 @@ from shapely.geometry import mapping, shape
 from shapely.geometry.base import BaseGeometry
 
 from engine.errors import InputError, ScarpError
-from engine.io.raster import SceneDescriptor, describe
+from engine.io.raster import describe
+from engine.io.scene import SceneDescriptor
 from engine.io.vector import Landslide, landslide_polygons
 from engine.io.writers import export_cog
 from engine.store import MaskVersion, Prediction, Workspace

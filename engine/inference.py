@@ -28,7 +28,8 @@ from engine.crf import refine
 from engine.devices import autocast, pick_device, resolve_precision
 from engine.errors import InputError
 from engine.io.bands import band_statistics, resolve_bands
-from engine.io.raster import Scene, SceneDescriptor, open_scene
+from engine.io.raster import open_scene
+from engine.io.scene import Scene, SceneDescriptor
 from engine.io.writers import BLOCK, raster_writer
 from engine.models import ARCHITECTURES, build_model
 from engine.models.checkpoint import ModelCard, load_model

@@ -39,9 +39,10 @@ from engine.jobs_core import (
     holding,
     job_report,
 )
+from engine.jobs_launch import WorkerStatus, ensure_worker, worker_status
 from engine.jobs_predict import PREDICT
 from engine.jobs_train import TRAIN
-from engine.jobs_worker import WorkerStatus, ensure_worker, execute_job, serve, worker_status
+from engine.jobs_worker import execute_job, serve
 from engine.store import Job, Workspace
 
 __all__ = [

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import InputError
-from engine.io.raster import Scene, open_scene
+from engine.io.raster import open_scene
+from engine.io.scene import Scene
 from engine.io.writers import raster_writer
 from engine.store import ReviewItem, Workspace
 

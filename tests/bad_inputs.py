@@ -9,7 +9,6 @@ import io
 import os
 import shutil
 import struct
-import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +18,6 @@ import h5py
 import numpy as np
 import rasterio
 from PIL import Image
-from rasterio.errors import NotGeoreferencedWarning
 from rasterio.transform import Affine
 
 from engine.io.raster import open_scene
@@ -70,10 +68,8 @@ class Real:
 def write_tif(path: Path, data: np.ndarray, **profile) -> Path:
     count, height, width = data.shape
     base = {"driver": "GTiff", "width": width, "height": height, "count": count, "dtype": data.dtype.name}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(path, "w", **{**base, **profile}) as ds:
-            ds.write(data)
+    with rasterio.open(path, "w", **{**base, **profile}) as ds:
+        ds.write(data)
     return path
 
 
@@ -292,12 +288,10 @@ def one_by_one_png(real, d):
 @case
 def geotiff_declared_over_limit(real, d):
     """70 000 × 70 000 px declared in a 1 MB sparse GeoTIFF holding one real block."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        profile = {"driver": "GTiff", "width": 70_000, "height": 70_000, "count": 3, "dtype": "uint8"}
-        tiles = {"tiled": True, "blockxsize": 256, "blockysize": 256, "SPARSE_OK": True}
-        with rasterio.open(d / "huge.tif", "w", **profile, **tiles) as ds:
-            ds.write(real.cas_block(256), window=((0, 256), (0, 256)))
+    profile = {"driver": "GTiff", "width": 70_000, "height": 70_000, "count": 3, "dtype": "uint8"}
+    tiles = {"tiled": True, "blockxsize": 256, "blockysize": 256, "SPARSE_OK": True}
+    with rasterio.open(d / "huge.tif", "w", **profile, **tiles) as ds:
+        ds.write(real.cas_block(256), window=((0, 256), (0, 256)))
     return Bad(d / "huge.tif", r"declares 70000×70000 = 4,900,000,000 px, " + TOO_BIG)
 
 

@@ -27,7 +27,8 @@ from PIL import Image
 from engine import api, cli
 from engine.errors import InputError, printable
 from engine.io.masks import validate_mask
-from engine.io.raster import Scene, open_scene
+from engine.io.raster import open_scene
+from engine.io.scene import Scene
 from engine.store import Workspace, safe_filename
 from tests.bad_inputs import (
     CORPUS,

@@ -115,7 +115,7 @@ def test_naive_baseline_computes_the_same_map(tmp_path, iburi_post):
 
 
 def test_a_read_error_in_the_reader_thread_reaches_the_caller(tmp_path, iburi_post, monkeypatch):
-    from engine.io.raster import Scene
+    from engine.io.scene import Scene
 
     def broken(self, window=None, bands=None):
         raise InputError(self.descriptor.path, "cannot read pixels (file damaged?)")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,7 +12,8 @@ import rasterio
 
 from engine.io.bands import band_statistics, percentile_stretch, resolve_bands, thumbnail
 from engine.io.masks import read_mask, validate_mask
-from engine.io.raster import L4S_BAND_NAMES, SceneDescriptor, describe, open_scene
+from engine.io.raster import L4S_BAND_NAMES, describe, open_scene
+from engine.io.scene import SceneDescriptor
 from engine.io.writers import export_cog, raster_writer, write_raster
 
 
@@ -196,3 +199,24 @@ def test_failed_write_leaves_nothing(tmp_path, cas_tile):
         raise RuntimeError("model crashed")
     assert (tmp_path / "old.tif").read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.tif"]
+
+
+def test_a_png_is_read_and_written_without_a_georeferencing_warning(tmp_path, bijie_pair):
+    """engine.io silences NotGeoreferencedWarning once for the process (per-call catch_warnings() is
+    not thread-safe), so a run that turns the warning into an error still reads and writes a PNG
+    scene, in the main thread and in the tile reader's thread."""
+    script = f"""
+import numpy as np
+from engine.inference import PredictOptions, TileReader, scene_grid
+from engine.io.raster import open_scene
+from engine.io.writers import write_raster
+scene = open_scene({str(bijie_pair[0])!r})
+with TileReader(scene, scene_grid(scene.descriptor, PredictOptions()), 1) as reader:
+    assert len(list(reader)) == 1
+d = scene.descriptor
+write_raster({str(tmp_path / "mask.tif")!r}, np.zeros((d.height, d.width), np.uint8), d)
+"""
+    run = subprocess.run(
+        [sys.executable, "-W", "error::UserWarning", "-c", script], capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr

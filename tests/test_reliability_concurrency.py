@@ -70,9 +70,6 @@ def _together(calls) -> list:
     return outcome
 
 
-# engine.io.writers silences NotGeoreferencedWarning with warnings.catch_warnings(), which is not
-# thread-safe: two saves at once can leave the other thread with the test run's "error" filter.
-@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 @pytest.mark.parametrize("connections", ["one shared", "one each"])
 def test_two_sessions_saving_the_same_scene_at_once_one_is_refused(scene, connections):
     """Two browser sessions are two threads of one Streamlit server and share its Workspace ("one

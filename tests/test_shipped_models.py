@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from engine.errors import InputError
 from engine.models.checkpoint import ModelCard
 from engine.models.shipped import (
     ASSETS,
@@ -45,3 +46,30 @@ def test_val_miou_on_20_images_matches_the_card(name, data_dir):
     metrics = evaluate_checkpoint(ASSETS / f"{name}.safetensors", dataset=check_dataset(data_dir / "bijie"))
     assert metrics["images"] == 20
     assert abs(metrics["miou"] - card.metrics["val20_miou"]) <= 0.03
+
+
+def test_shipping_stores_big_weights_in_fp16_and_scores_the_stored_file(tmp_path, monkeypatch, data_dir):
+    import safetensors.torch
+    import torch
+
+    from engine.models import shipped
+    from engine.models.checkpoint import load_model
+
+    source = ASSETS / f"{default_name()}.safetensors"
+    monkeypatch.setattr(shipped, "ASSETS", tmp_path / "assets")
+    monkeypatch.setattr(shipped, "INDEX", tmp_path / "assets" / "index.json")
+    size = source.stat().st_size
+    target = shipped.ship(source, "small", data_dir / "bijie", max_bytes=size - 1)
+    card = ModelCard.from_file(target.with_suffix(".json"))
+    assert card.provenance["stored_as"] == "fp16" and target.stat().st_size < 0.6 * size
+    assert {t.dtype for t in safetensors.torch.load_file(str(target)).values()} <= {
+        torch.float16,
+        torch.int64,
+    }
+    original = ModelCard.from_file(source.with_suffix(".json")).metrics["val20_miou"]
+    assert abs(card.metrics["val20_miou"] - original) < 0.005  # fp16 storage costs no accuracy
+    model, _ = load_model(target)
+    assert next(model.parameters()).dtype == torch.float32  # cast back on loading
+    with pytest.raises(InputError, match="even in fp16"):
+        shipped.ship(source, "tiny", data_dir / "bijie", max_bytes=1000)
+    assert sorted(p.name for p in (tmp_path / "assets").iterdir()) == ["small.json", "small.safetensors"]

@@ -18,8 +18,9 @@ import numpy as np
 from engine.api._review import _descriptor_of
 from engine.editing import EditSession, area_m2, check_window, mask_diff
 from engine.errors import InputError
+from engine.io.backends import Box
 from engine.io.masks import open_mask
-from engine.io.raster import Box, SceneDescriptor
+from engine.io.scene import SceneDescriptor
 from engine.io.writers import raster_writer, write_raster
 from engine.store import MaskVersion, Prediction, Workspace
 

@@ -183,7 +183,7 @@ def _review_prediction(
 
 def _descriptor_of(scene: Scene):
     """The stored descriptor when complete, else a fresh look at the file (older or hand-made rows)."""
-    from engine.io.raster import SceneDescriptor
+    from engine.io.scene import SceneDescriptor
 
     try:
         return SceneDescriptor.from_dict(scene.descriptor)

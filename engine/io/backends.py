@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
-from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 Box = tuple[int, int, int, int]  # y, x, height, width in pixels
@@ -33,9 +30,7 @@ class RasterioBackend(Backend):
 
     def read(self, box: Box, bands: list[int]) -> np.ndarray:
         y, x, h, w = box
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return self.ds.read([b + 1 for b in bands], window=Window(x, y, w, h))
+        return self.ds.read([b + 1 for b in bands], window=Window(x, y, w, h))
 
     def read_decimated(self, out_h: int, out_w: int, bands: list[int]) -> np.ndarray:
         return self.ds.read([b + 1 for b in bands], out_shape=(len(bands), out_h, out_w))

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from engine.errors import InputError
-from engine.io.raster import Scene, SceneDescriptor
+from engine.io.scene import Scene, SceneDescriptor
 
 PRESETS = ("rgb", "s2_true_colour")
 

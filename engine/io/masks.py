@@ -8,16 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import InputError
-from engine.io.raster import (
-    HDF5_SUFFIXES,
-    Box,
-    Scene,
-    SceneDescriptor,
-    check_file,
-    hdf5_dataset,
-    max_pixels_from_env,
-    open_scene,
-)
+from engine.io.backends import Box
+from engine.io.raster import HDF5_SUFFIXES, check_file, hdf5_dataset, max_pixels_from_env, open_scene
+from engine.io.scene import Scene, SceneDescriptor
 
 _ALLOWED = ({0, 1}, {0, 255})
 

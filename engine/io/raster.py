@@ -11,20 +11,18 @@ import math
 import os
 import re
 import stat
-import warnings
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import rasterio
 from rasterio.crs import CRS
-from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.errors import RasterioError
 from rasterio.transform import Affine
 from rasterio.warp import transform_bounds
 
 from engine.errors import InputError
-from engine.io.backends import Backend, Box, HDF5Backend, RasterioBackend
+from engine.io.backends import Backend, HDF5Backend, RasterioBackend
+from engine.io.scene import Scene, SceneDescriptor, first_line, gdal_reason
 
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
@@ -47,150 +45,6 @@ def max_pixels_from_env() -> int:
     """The pixel limit, configurable with SCARP_MAX_PIXELS."""
     value = os.environ.get("SCARP_MAX_PIXELS")
     return int(value) if value else DEFAULT_MAX_PIXELS
-
-
-@dataclass(frozen=True)
-class SceneDescriptor:
-    """What Scarp knows about a scene without reading its pixels; JSON-friendly for the workspace store."""
-
-    path: str
-    format: str
-    width: int
-    height: int
-    count: int
-    band_names: tuple[str, ...]
-    dtype: str
-    crs: str | None
-    transform: tuple[float, float, float, float, float, float]
-    bounds: tuple[float, float, float, float]
-    lonlat_bounds: tuple[float, float, float, float] | None
-    nodata: float | None
-    pixel_size_m: tuple[float, float] | None
-
-    @property
-    def georeferenced(self) -> bool:
-        return self.crs is not None
-
-    @property
-    def affine(self) -> Affine:
-        return Affine(*self.transform)
-
-    @property
-    def pixels(self) -> int:
-        return self.width * self.height
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> SceneDescriptor:
-        tuples = {"band_names", "transform", "bounds", "lonlat_bounds", "pixel_size_m"}
-        return cls(**{k: tuple(v) if k in tuples and v is not None else v for k, v in data.items()})
-
-
-class Scene:
-    """An open scene. Reads are (bands, height, width) arrays of the window asked for, bands 0-based."""
-
-    def __init__(self, backend: Backend, descriptor: SceneDescriptor):
-        self._backend = backend
-        self.descriptor = descriptor
-
-    def __enter__(self) -> Scene:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._backend.close()
-
-    def read(self, window: Box | None = None, bands: Sequence[int] | None = None) -> np.ndarray:
-        """Native-dtype pixels of `window` (the whole scene when None: only for small scenes)."""
-        y, x, h, w = self._check_window(window)
-        bands = self._check_bands(bands)
-        try:
-            return self._backend.read((y, x, h, w), bands)
-        except (RasterioError, OSError, KeyError, ValueError) as exc:
-            raise self._damaged(exc) from exc
-
-    def read_decimated(
-        self, out_height: int, out_width: int, bands: Sequence[int] | None = None
-    ) -> np.ndarray:
-        """The whole scene sampled down to about out_height × out_width, for thumbnails and statistics."""
-        bands = self._check_bands(bands)
-        try:
-            return self._backend.read_decimated(max(1, out_height), max(1, out_width), bands)
-        except (RasterioError, OSError, KeyError, ValueError) as exc:
-            raise self._damaged(exc) from exc
-
-    def _damaged(self, exc: BaseException) -> InputError | MemoryError:
-        path = self.descriptor.path
-        reason = _reason(exc, path)
-        if "cannot allocate" in reason.lower():  # GDAL out of memory: not the file's fault
-            return MemoryError(f"out of memory while reading {path}: {reason}")
-        return InputError(path, f"cannot read pixels (file damaged or truncated?): {reason}")
-
-    @property
-    def block_shape(self) -> tuple[int, int]:
-        """(height, width) of the blocks the file is stored in: a read decodes whole blocks."""
-        return self._backend.block_shape
-
-    def read_float(self, window: Box | None = None, bands: Sequence[int] | None = None) -> np.ndarray:
-        """float32 pixels with NaN wherever the pixel is not valid (nodata, NaN or inf)."""
-        data = self.read(window)
-        out = data[self._check_bands(bands)].astype(np.float32)
-        out[:, ~self.valid(data)] = np.nan
-        return out
-
-    def valid_mask(self, window: Box | None = None) -> np.ndarray:
-        return self.valid(self.read(window))
-
-    def valid(self, data: np.ndarray) -> np.ndarray:
-        """Valid pixels of an all-band array: every band finite, and not every band equal to nodata."""
-        ok = np.ones(data.shape[1:], dtype=bool)
-        if data.dtype.kind == "f":
-            ok &= np.isfinite(data).all(axis=0)
-        nodata = self.descriptor.nodata
-        if nodata is not None and not math.isnan(nodata):
-            ok &= ~(data == nodata).all(axis=0)
-        return ok
-
-    def blocks(self, size: int = 1024) -> Iterator[Box]:
-        """Windows of at most size × size covering the scene, row-major, for streaming whole-scene passes."""
-        d = self.descriptor
-        for y in range(0, d.height, size):
-            for x in range(0, d.width, size):
-                yield y, x, min(size, d.height - y), min(size, d.width - x)
-
-    def check_has_data(self) -> None:
-        """Refuse a scene with no valid pixel: a sampled look, then a full scan only if it finds none."""
-        d = self.descriptor
-        side = 512
-        if self.valid(self.read_decimated(min(side, d.height), min(side, d.width))).any():
-            return
-        for box in self.blocks():
-            if self.valid(self.read(box)).any():
-                return
-        raise InputError(d.path, "has no valid pixels: every pixel is nodata, NaN or inf")
-
-    def _check_window(self, window: Box | None) -> Box:
-        d = self.descriptor
-        if window is None:
-            return 0, 0, d.height, d.width
-        y, x, h, w = (int(v) for v in window)
-        if h < 1 or w < 1 or y < 0 or x < 0 or y + h > d.height or x + w > d.width:
-            raise ValueError(f"window {window} lies outside the {d.width}×{d.height} px scene")
-        return y, x, h, w
-
-    def _check_bands(self, bands: Sequence[int] | None) -> list[int]:
-        count = self.descriptor.count
-        if bands is None:
-            return list(range(count))
-        bands = [int(b) for b in bands]
-        bad = [b for b in bands if not 0 <= b < count]
-        if bad or not bands:
-            raise InputError(self.descriptor.path, f"has {count} bands; cannot select bands {bad or bands}")
-        return bands
 
 
 def open_scene(path: str | Path, *, max_pixels: int | None = None) -> Scene:
@@ -269,11 +123,9 @@ def _driver(path: Path) -> str:
 
 def _open_rasterio(path: Path) -> tuple[Backend, SceneDescriptor]:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            ds = rasterio.open(path, driver=_driver(path))
+        ds = rasterio.open(path, driver=_driver(path))
     except RasterioError as exc:
-        raise InputError(path, f"not a readable image ({_reason(exc, path)})") from exc
+        raise InputError(path, f"not a readable image ({gdal_reason(exc, path)})") from exc
     try:
         if ds.count < 1:
             raise InputError(path, "has no bands")
@@ -300,7 +152,7 @@ def _open_hdf5(path: Path) -> tuple[Backend, SceneDescriptor]:
     try:
         file = h5py.File(path, "r")
     except OSError as exc:
-        raise InputError(path, f"not a readable HDF5 file ({_first_line(exc)})") from exc
+        raise InputError(path, f"not a readable HDF5 file ({first_line(exc)})") from exc
     try:
         ds = hdf5_dataset(file, "img", path, " (Landslide4Sense layout)")
         if len(ds.shape) != 3:
@@ -337,7 +189,7 @@ def hdf5_dataset(file, key: str, path: Path, layout: str = ""):
     try:
         ds = file[key]
     except (KeyError, OSError) as exc:
-        raise InputError(path, f"{key!r} is a broken link inside the file ({_first_line(exc)})") from exc
+        raise InputError(path, f"{key!r} is a broken link inside the file ({first_line(exc)})") from exc
     if not isinstance(ds, h5py.Dataset):
         raise InputError(path, f"{key!r} must be a dataset, found a group")
     if ds.file.filename != file.filename or ds.is_virtual or ds.external:
@@ -446,25 +298,3 @@ def _probe(scene: Scene) -> None:
     side = min(16, d.height, d.width)
     scene.read((0, 0, side, side))
     scene.read((d.height - side, d.width - side, side, side))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
-def _reason(exc: BaseException, path: str | Path) -> str:
-    """The most telling line of a GDAL or HDF5 error: the root cause rather than "Read failed. See
-    previous exception", without GDAL's advice on its own settings or the path the message already names.
-    """
-    causes = []
-    seen: BaseException | None = exc
-    while seen is not None and len(causes) < 8:
-        causes.append(seen)
-        seen = seen.__cause__ or seen.__context__
-    texts = [_first_line(c) for c in causes]
-    useful = [t for t in texts if "see previous exception" not in t.lower()] or texts
-    text = re.sub(r"\s*\(this error can be turned as a warning[^)]*\)", "", useful[-1])
-    for name in (str(path), Path(path).name):
-        text = text.replace(f"'{name}'", "the file").replace(f"{name}: ", "").replace(f"{name}, ", "")
-    return text.strip() or type(exc).__name__

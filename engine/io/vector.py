@@ -10,7 +10,6 @@ File writers (GeoPackage, GeoJSON files) will build on `landslide_polygons` and 
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ import rasterio
 import rasterio.features
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.errors import NotGeoreferencedWarning
 from rasterio.transform import Affine
 from rasterio.warp import reproject, transform_geom
 from shapely import affinity
@@ -28,7 +26,8 @@ from shapely.geometry import mapping, shape
 from shapely.geometry.base import BaseGeometry
 
 from engine.io.masks import read_mask
-from engine.io.raster import SceneDescriptor, describe
+from engine.io.raster import describe
+from engine.io.scene import SceneDescriptor
 
 MAX_VECTOR_PIXELS = 64_000_000  # about 8000 × 8000: a uint8 mask plus an int32 label image stay < 400 MB
 
@@ -133,10 +132,8 @@ def _read_mask(path: Path, descriptor: SceneDescriptor, factor: int) -> tuple[np
     if factor == 1:
         return read_mask(path, like=descriptor), descriptor.affine
     height, width = math.ceil(descriptor.height / factor), math.ceil(descriptor.width / factor)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(path) as ds:
-            data = ds.read(1, out_shape=(height, width), out_dtype="float32", resampling=Resampling.average)
+    with rasterio.open(path) as ds:
+        data = ds.read(1, out_shape=(height, width), out_dtype="float32", resampling=Resampling.average)
     grid = descriptor.affine @ Affine.scale(descriptor.width / width, descriptor.height / height)
     return (data != 0).astype(np.uint8), grid
 
@@ -180,26 +177,24 @@ def _read_on_grid(
 ) -> np.ndarray:
     """A float32 band resampled onto the mask grid; nodata and pixels outside the raster become NaN."""
     out = np.full(shape_hw, np.nan, dtype=np.float32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(path) as ds:
-            same_grid = (ds.height, ds.width) == (descriptor.height, descriptor.width)
-            if same_grid and (ds.crs is None or ds.transform.almost_equals(descriptor.affine)):
-                data = ds.read(1, out_shape=shape_hw, resampling=resampling).astype(np.float32)
-                if ds.nodata is not None and not math.isnan(ds.nodata):
-                    data[data == ds.nodata] = np.nan
-                return data
-            if not descriptor.georeferenced or ds.crs is None:
-                raise ValueError(f"{path}: neither on the mask's grid nor georeferenced; cannot align it")
-            reproject(
-                source=rasterio.band(ds, 1),
-                destination=out,
-                src_nodata=ds.nodata,
-                dst_transform=grid,
-                dst_crs=descriptor.crs,
-                dst_nodata=np.nan,
-                resampling=resampling,
-            )
+    with rasterio.open(path) as ds:
+        same_grid = (ds.height, ds.width) == (descriptor.height, descriptor.width)
+        if same_grid and (ds.crs is None or ds.transform.almost_equals(descriptor.affine)):
+            data = ds.read(1, out_shape=shape_hw, resampling=resampling).astype(np.float32)
+            if ds.nodata is not None and not math.isnan(ds.nodata):
+                data[data == ds.nodata] = np.nan
+            return data
+        if not descriptor.georeferenced or ds.crs is None:
+            raise ValueError(f"{path}: neither on the mask's grid nor georeferenced; cannot align it")
+        reproject(
+            source=rasterio.band(ds, 1),
+            destination=out,
+            src_nodata=ds.nodata,
+            dst_transform=grid,
+            dst_crs=descriptor.crs,
+            dst_nodata=np.nan,
+            resampling=resampling,
+        )
     return out
 
 

@@ -6,7 +6,6 @@ appears under its name only once it is complete and on disk.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import rasterio.shutil
-from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
-from engine.io.raster import SceneDescriptor
+from engine.io.scene import SceneDescriptor
 from engine.store.files import atomic_write
 
 BLOCK = 256
@@ -63,10 +61,11 @@ def raster_writer(
     path: str | Path, like: SceneDescriptor, count: int = 1, dtype: str = "uint8", nodata: float | None = None
 ) -> Iterator[BlockWriter]:
     """A GeoTIFF on the grid of `like`, filled block by block; it appears at `path` only when complete."""
-    with atomic_write(Path(path)) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(tmp, "w", **_profile(like, count, dtype, nodata)) as dst:
-            yield BlockWriter(dst)
+    with (
+        atomic_write(Path(path)) as tmp,
+        rasterio.open(tmp, "w", **_profile(like, count, dtype, nodata)) as dst,
+    ):
+        yield BlockWriter(dst)
 
 
 def write_raster(
@@ -87,12 +86,8 @@ def write_raster(
 
 def export_cog(src: str | Path, dst: str | Path) -> Path:
     """Copy a GeoTIFF to a Cloud-Optimized GeoTIFF, keeping CRS and transform, for hand-off to GIS tools."""
-    with warnings.catch_warnings():  # a pixel-space mask has no georeferencing to keep
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(src) as ds:
-            resampling = "AVERAGE" if np.dtype(ds.dtypes[0]).kind == "f" else "NEAREST"
-        with atomic_write(Path(dst)) as tmp:
-            rasterio.shutil.copy(
-                src, tmp, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=512, RESAMPLING=resampling
-            )
+    with rasterio.open(src) as ds:
+        resampling = "AVERAGE" if np.dtype(ds.dtypes[0]).kind == "f" else "NEAREST"
+    with atomic_write(Path(dst)) as tmp:
+        rasterio.shutil.copy(src, tmp, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=512, RESAMPLING=resampling)
     return Path(dst)

@@ -39,6 +39,9 @@ def resolve_checkpoint(spec: str | Path) -> Path:
     return Path(spec)
 
 
+MAX_SHIPPED_BYTES = 25_000_000  # what the repository keeps per checkpoint
+
+
 def ship(
     checkpoint: str | Path,
     name: str,
@@ -46,14 +49,19 @@ def ship(
     *,
     make_default: bool = False,
     kfold_summary: Path | None = None,
+    max_bytes: int = MAX_SHIPPED_BYTES,
 ) -> Path:
     """Copy a trained checkpoint into assets/models/ under `name`, with a 20-image check score.
 
-    The card keeps the training provenance and gains `metrics.val20_miou`: the mIoU on the first 20
-    Bijie `val` images, which the test suite recomputes to catch a broken export.
+    Weights that would pass `max_bytes` are stored in fp16 (the card's `provenance.stored_as` says
+    so; loading casts them back). The card keeps the training provenance and gains
+    `metrics.val20_miou`: the mIoU of the stored file on the first 20 Bijie `val` images, which the
+    test suite recomputes to catch a broken export. Nothing appears in assets/models/ until the
+    stored file has been scored.
     """
     import dataclasses
-    import shutil
+    import os
+    import tempfile
 
     from engine.models.checkpoint import ModelCard, card_path
     from engine.store.files import atomic_write_text
@@ -61,23 +69,50 @@ def ship(
 
     source = Path(checkpoint)
     card = ModelCard.from_file(card_path(source))
-    metrics = dict(card.metrics)
-    if card.in_channels == 3:
-        metrics["val20_miou"] = evaluate_checkpoint(source, dataset=check_dataset(bijie), precision="fp32")[
-            "miou"
-        ]
-    if kfold_summary is not None:  # cross-validated figures for models trained on tiny datasets
-        summary = json.loads(Path(kfold_summary).read_text())
-        metrics["kfold_pooled"] = summary["pooled"]
-        metrics["kfold_all_background"] = summary["all_background"]
+    metrics, provenance = dict(card.metrics), dict(card.provenance)
     ASSETS.mkdir(parents=True, exist_ok=True)
     target = ASSETS / f"{name}.safetensors"
-    shutil.copyfile(source, target)
-    shipped = dataclasses.replace(card, metrics=metrics)
+    with tempfile.TemporaryDirectory(dir=ASSETS, prefix=".ship-") as scratch:
+        staged = Path(scratch) / target.name
+        if source.stat().st_size > max_bytes:
+            _write_fp16(source, staged)
+            provenance["stored_as"] = "fp16"
+        else:
+            staged.write_bytes(source.read_bytes())
+        atomic_write_text(card_path(staged), card.to_json())
+        if card.in_channels == 3:
+            score = evaluate_checkpoint(staged, dataset=check_dataset(bijie), precision="fp32")
+            metrics["val20_miou"] = score["miou"]
+        if kfold_summary is not None:  # cross-validated figures for models trained on tiny datasets
+            summary = json.loads(Path(kfold_summary).read_text())
+            metrics["kfold_pooled"] = summary["pooled"]
+            metrics["kfold_all_background"] = summary["all_background"]
+        if (size := staged.stat().st_size) > max_bytes:
+            raise InputError(
+                source,
+                f"is {size / 1e6:.1f} MB even in fp16; shipped models stay under {max_bytes / 1e6:.0f} MB",
+            )
+        os.replace(staged, target)
+    shipped = dataclasses.replace(card, metrics=metrics, provenance=provenance)
     atomic_write_text(card_path(target), shipped.to_json())
     if make_default:
         atomic_write_text(INDEX, json.dumps({"default": name}, indent=2) + "\n")
     return target
+
+
+def _write_fp16(source: Path, target: Path) -> None:
+    """The same tensors with every fp32 one stored as fp16, unless it holds values past fp16's range
+    (e.g. a large BatchNorm variance); integer buffers stay as they are."""
+    import safetensors.torch
+    import torch
+
+    fp16_max = torch.finfo(torch.float16).max
+    tensors = safetensors.torch.load_file(str(source))
+    half = {
+        k: v.half() if v.dtype == torch.float32 and (v.numel() == 0 or v.abs().max() <= fp16_max) else v
+        for k, v in tensors.items()
+    }
+    safetensors.torch.save_file(half, str(target))
 
 
 def check_dataset(bijie: Path):

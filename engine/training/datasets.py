@@ -22,8 +22,10 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from engine.errors import InputError
+from engine.io.backends import Box
 from engine.io.masks import open_mask, read_mask
-from engine.io.raster import SCENE_SUFFIXES, Box, SceneDescriptor, describe, open_scene
+from engine.io.raster import SCENE_SUFFIXES, describe, open_scene
+from engine.io.scene import SceneDescriptor
 from engine.store import Workspace
 from engine.store.records import MASK_SOURCES
 from engine.tiling import TileGrid

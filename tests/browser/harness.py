@@ -117,7 +117,7 @@ def running_app(workspace: Path, demo_dir: Path) -> Iterator[App]:
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
-        from engine.jobs_worker import JobPaths, running_worker_pid
+        from engine.jobs_launch import JobPaths, running_worker_pid
 
         worker = running_worker_pid(JobPaths(workspace))
         if worker is not None:
