@@ -8,7 +8,9 @@ A deployment says what it wants in `.streamlit/secrets.toml`:
   name is taken from the signed-in identity instead of being typed; `[scarp] allowed_emails` and
   `allowed_domains` narrow who may sign in.
 
-When both are set, both apply (sign-in first, then the password). A section that is present but
+When both are set, both apply (sign-in first, then the password). `[scarp] server_import_roots` lists the
+folders whose files the Scenes page may import by path; a shared deployment without it imports
+uploads only, since a path would let any user read any image the server can. A section that is present but
 unusable closes the app with a message rather than leaving it open. Plain Python, no streamlit, so the
 decisions are tested without a server; `app/components/gate.py` draws the forms.
 """
@@ -26,6 +28,7 @@ from typing import Any
 SECTION = "scarp"  # [scarp] in secrets.toml; under a section, Streamlit does not export it to os.environ
 PASSWORD_KEY = "password"
 ALLOW_KEYS = ("allowed_emails", "allowed_domains")  # [scarp] lists that narrow who may sign in
+IMPORT_ROOTS_KEY = "server_import_roots"  # [scarp] folders the Scenes page may import from by path
 AUTH_SECTION = "auth"  # Streamlit's own section for st.login
 AUTH_SHARED_KEYS = ("redirect_uri", "cookie_secret")
 AUTH_PROVIDER_KEYS = ("client_id", "client_secret", "server_metadata_url")
@@ -83,10 +86,13 @@ def plan(secrets: Mapping[str, Any]) -> AccessPlan:
 
     for key in ALLOW_KEYS:
         value = section.get(key, [])
-        if not (isinstance(value, list) and all(isinstance(v, str) and v.strip() for v in value)):
+        if not _strings(value):
             problems.append(f"[{SECTION}] {key} must be a list of non-empty strings")
         elif value and AUTH_SECTION not in secrets:
             problems.append(f"[{SECTION}] {key} needs sign-in ([auth]) to know who is who")
+    roots = section.get(IMPORT_ROOTS_KEY, [])
+    if not (_strings(roots) and all(r.startswith("/") for r in roots)):
+        problems.append(f"[{SECTION}] {IMPORT_ROOTS_KEY} must be a list of absolute folder paths")
 
     providers: tuple[str | None, ...] = ()
     auth = secrets.get(AUTH_SECTION)
@@ -110,6 +116,21 @@ def plan(secrets: Mapping[str, Any]) -> AccessPlan:
         oidc_providers=providers,
         problem="; ".join(problems) or None,
     )
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) and v.strip() for v in value)
+
+
+def server_import_roots(secrets: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """The folders the Scenes page may import from by path: those listed in [scarp]
+    server_import_roots; none on a shared deployment that lists none; None (anywhere) in the local
+    default, where the user runs the server on their own machine."""
+    section = secrets.get(SECTION, {})
+    section = section if isinstance(section, Mapping) else {}
+    if IMPORT_ROOTS_KEY in section:
+        return tuple(section[IMPORT_ROOTS_KEY])
+    return () if plan(secrets).shared else None
 
 
 def check_password(given: str, expected: str) -> bool:

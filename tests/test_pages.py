@@ -11,8 +11,10 @@ from engine import api
 HOME = str(Path(__file__).resolve().parents[1] / "app" / "Home.py")
 
 
-def open_page(page: str) -> AppTest:
-    at = AppTest.from_file(HOME, default_timeout=60).run()
+def open_page(page: str, reviewer: str = "ana") -> AppTest:
+    at = AppTest.from_file(HOME, default_timeout=60)
+    at.session_state["reviewer"] = reviewer
+    at.run()
     at.switch_page(page).run()
     assert not at.exception
     return at
@@ -89,6 +91,20 @@ def test_delete_asks_first(workspace, bijie_pair):
     assert not at.exception
     with api.open_workspace(workspace) as ws:
         assert api.list_scenes(ws) == []
+        (event,) = api.activity(ws)
+    assert (event.author, event.action, event.subject) == ("ana", "scene deleted", f"scene 1 ({scene.name})")
+
+
+def test_deleting_a_scene_needs_a_reviewer_name(workspace, bijie_pair):
+    with api.open_workspace(workspace) as ws:
+        scene = api.import_scene(ws, bijie_pair[0]).scene
+    at = open_page("views/scenes.py", reviewer="")
+    at.button(key=f"w:scenes:delete:{scene.id}").click().run()
+    at.button(key=f"w:scenes:delete-yes:{scene.id}").click().run()
+    assert not at.exception, at.exception
+    assert "needs a reviewer name" in at.error[0].value
+    with api.open_workspace(workspace) as ws:
+        assert len(api.list_scenes(ws)) == 1 and api.activity(ws) == []
 
 
 def test_deleting_a_scene_with_masks_names_them_and_drops_them_only_when_asked(workspace, bijie_pair):

@@ -24,8 +24,10 @@ HOME = str(ROOT / "app" / "Home.py")
 SHIPPED = ROOT / "assets" / "models" / "kda_student_bijie.safetensors"
 
 
-def open_page(page: str) -> AppTest:
-    at = AppTest.from_file(HOME, default_timeout=90).run()
+def open_page(page: str, reviewer: str = "ana") -> AppTest:
+    at = AppTest.from_file(HOME, default_timeout=90)
+    at.session_state["reviewer"] = reviewer
+    at.run()
     at.switch_page(page).run()
     assert not at.exception, at.exception
     return at
@@ -241,3 +243,23 @@ def test_export_offers_every_file_of_the_chosen_mask_version(workspace, iburi_po
     csv_v1 = downloads[f"post_event_S2_RGB_B4B3B2_mask{v1.id}_landslides.csv"][0].decode()
     (row,) = csv.DictReader(io.StringIO(csv_v1))
     assert row["status"] == "predicted" and row["reviewer"] == "" and row["model_version"] == "model-a"
+
+
+def test_model_changes_need_a_reviewer_name_and_are_listed_with_it(workspace, lineage):
+    _, tuned, _ = lineage
+    at = pick_version(open_page("views/models.py", reviewer=""), tuned.id)
+    at.button(key=f"w:models:set-default:{tuned.id}").click().run()
+    assert not at.exception, at.exception
+    assert "needs a reviewer name" in at.error[0].value
+    with api.open_workspace(workspace) as ws:
+        assert api.default_model(ws) is None and api.activity(ws) == []
+    at = pick_version(open_page("views/models.py", reviewer="Ana Costa"), tuned.id)
+    at.button(key=f"w:models:set-default:{tuned.id}").click().run()
+    at.text_input(key=f"w:models:new-name:{tuned.id}").input("tuned-v2")
+    at.button(key=f"w:models:rename:{tuned.id}").click().run()
+    assert not at.exception, at.exception
+    activity = at.dataframe[-1].value
+    assert activity[["Who", "What", "Detail"]].values.tolist() == [
+        ["Ana Costa", "model renamed", "tuned → tuned-v2"],
+        ["Ana Costa", "default model set", ""],
+    ]

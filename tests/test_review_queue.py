@@ -254,12 +254,13 @@ def test_migrates_a_v2_workspace(tmp_path: Path, bijie_pair: tuple[Path, Path], 
         assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'review_items'").fetchall()
     with Workspace.open(root) as upgraded:
         assert upgraded.default_model() is None
-        assert upgraded.set_default_model(model.id).name == "m"
+        assert upgraded.set_default_model(model.id, author="ana").name == "m"
+        assert [(a.author, a.action) for a in upgraded.activity()] == [("ana", "default model set")]
         items = review_queue.build_queue(upgraded, scene.id, tile=64)
         assert len(items) == 4 and items[0].prediction_id == prediction
         assert upgraded.integrity_check() == "ok"
     with sqlite3.connect(root / "scarp.db") as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(store_db.MIGRATIONS) == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(store_db.MIGRATIONS)
 
 
 def test_model_rename_delete_and_default(ws: Workspace) -> None:

@@ -313,3 +313,28 @@ def test_stale_parent_raises_conflict_and_writes_nothing(ws: Workspace, scene: S
         with pytest.raises(ConflictError):
             other.save_mask_version(scene.id, sneak, parent_id=racing.id, source="correction")
         assert len(files_under(ws.root / "masks")) == 3 == len(ws.list_mask_versions(scene.id))
+
+
+def test_deletions_renames_and_default_choices_are_recorded_with_their_author(
+    ws: Workspace, scene: Scene
+) -> None:
+    ckpt = ws.root / "models" / "a.safetensors"
+    atomic_write_bytes(ckpt, b"weights")
+    model = ws.add_model("unet-a", "unet", {}, ckpt)
+    ws.save_mask_version(scene.id, writes(b"1"), parent_id=None, source="import")
+    with pytest.raises(ScarpError):
+        ws.delete_scene(scene.id, author="ana")  # refused: nothing changed, nothing recorded
+    ws.set_default_model(model.id, author="ana")
+    ws.set_default_model(model.id, author="ana")  # no change, no record
+    ws.rename_model(model.id, "unet-b", author="Ben <ben@uni.edu>")
+    ws.set_default_model(None, author="ana")
+    ws.delete_model(model.id)  # the CLI signs nothing
+    ws.delete_scene(scene.id, drop_masks=True, author="ana")
+    assert [(a.author, a.action, a.subject, a.detail) for a in reversed(ws.activity())] == [
+        ("ana", "default model set", f"model {model.id} (unet-a)", ""),
+        ("Ben <ben@uni.edu>", "model renamed", f"model {model.id}", "unet-a → unet-b"),
+        ("ana", "default model set", "none", ""),
+        ("", "model deleted", f"model {model.id} (unet-b)", ""),
+        ("ana", "scene deleted", f"scene {scene.id} ({scene.name})", "with 1 mask version"),
+    ]
+    assert ws.activity(limit=1)[0].action == "scene deleted"

@@ -31,6 +31,11 @@ def _secrets() -> dict[str, Any]:
         return {}
 
 
+def server_import_roots() -> tuple[str, ...] | None:
+    """The folders the Scenes page may import from by path; None: anywhere (app/access.py decides)."""
+    return access.server_import_roots(_secrets())
+
+
 def _blocked(pages: list) -> None:
     """Register the pages without showing them, so the URL's page survives the gate; then stop."""
     st.navigation(pages, position="hidden")

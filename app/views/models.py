@@ -1,5 +1,6 @@
 """Models: the workspace's model versions with their lineage, training data and scores; set the default,
-rename, delete; and see where two predictions of one scene disagree.
+rename, delete (each signed with the reviewer name, in the activity list); and see where two
+predictions of one scene disagree.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import pandas as pd
 import streamlit as st
 from streamlit_folium import st_folium
 
-from app import services, state
+from app import access, services, state
 from app.components import map as review_map
 from engine import api
 from engine.errors import ScarpError
@@ -56,9 +57,13 @@ def _compare(root: str, prediction_a: int, prediction_b: int) -> api.PredictionC
 
 
 def _act(where: Any, done: str, change: Callable[..., object], *args: object) -> None:
-    """Apply a registry change: on success a toast and a fresh page, else the engine's one-line reason."""
+    """Apply a registry change signed with the reviewer name: on success a toast and a fresh page, else
+    the engine's one-line reason (or why the change needs a name first)."""
+    if unsigned := access.reviewer_problem(state.reviewer()):
+        where.error(f"Changing a model needs a reviewer name: {unsigned}")
+        return
     try:
-        change(workspace, *args)
+        change(workspace, *args, author=state.reviewer())
     except ScarpError as exc:
         where.error(str(exc))
     else:
@@ -197,3 +202,16 @@ else:
     st.info("No trained versions in this workspace yet. Fine-tune one on the Train page.")
 st.subheader("Compare two versions on a scene")
 compare()
+with st.expander("Activity: deleted scenes, renamed and deleted models, default choices"):
+    events = api.activity(workspace)
+    if events:
+        st.dataframe(
+            pd.DataFrame(
+                [{"When": e.at, "Who": e.author or "—", "What": e.action, "Subject": e.subject,
+                  "Detail": e.detail} for e in events]
+            ),
+            hide_index=True,
+            column_config={"When": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")},
+        )  # fmt: skip
+    else:
+        st.caption("Nothing yet.")

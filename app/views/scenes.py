@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app import services, state
+from app import access, services, state
+from app.components import gate
 from engine import api
 from engine.errors import ScarpError
 
@@ -42,17 +43,25 @@ with upload_tab:
             except ScarpError as exc:
                 results.append(exc)
         show_import(results)
+roots = gate.server_import_roots()
 with path_tab:
-    path = st.text_input(
-        "A file or folder on the server",
-        key=state.widget_key("scenes", "path"),
-        placeholder="/data/iburi/post_event.tif",
-    )
-    if st.button("Import", key=state.widget_key("scenes", "path-go"), disabled=not path.strip()):
-        try:
-            show_import(list(api.import_path(workspace, path.strip())))
-        except ScarpError as exc:
-            st.error(str(exc))
+    if roots == ():
+        st.info(
+            "This shared Scarp imports uploads only. Whoever runs it can name folders to import from"
+            ' in .streamlit/secrets.toml: `[scarp] server_import_roots = ["/data/imagery"]`.'
+        )
+    else:
+        path = st.text_input(
+            "A file or folder on the server",
+            key=state.widget_key("scenes", "path"),
+            placeholder=f"{roots[0].rstrip('/')}/post_event.tif" if roots else "/data/iburi/post_event.tif",
+            help=None if roots is None else "Files inside " + ", ".join(roots),
+        )
+        if st.button("Import", key=state.widget_key("scenes", "path-go"), disabled=not path.strip()):
+            try:
+                show_import(list(api.import_path(workspace, path.strip(), roots=roots)))
+            except ScarpError as exc:
+                st.error(str(exc))
 
 
 def facts(info: api.SceneInfo) -> str:
@@ -153,8 +162,11 @@ def delete_controls(scene: api.Scene) -> None:
         label = "Yes, delete"
     yes, no = st.columns(2)
     if yes.button(label, type="primary", key=state.widget_key("scenes", "delete-yes", scene.id)):
+        if unsigned := access.reviewer_problem(state.reviewer()):
+            st.error(f"Deleting a scene needs a reviewer name: {unsigned}")
+            return
         try:
-            api.delete_scene(workspace, scene.id, drop_masks=masks > 0)
+            api.delete_scene(workspace, scene.id, drop_masks=masks > 0, author=state.reviewer())
             state.set_confirm_delete(None)
             st.rerun()
         except ScarpError as exc:

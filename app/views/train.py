@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import services, state
+from app import access, services, state
 from engine import api
 from engine.errors import ScarpError
 
@@ -138,8 +138,11 @@ def follow(job_id: int) -> None:
         if default is not None and default.id == model_id:
             st.caption("This version is the workspace default: predictions with `default` use it.")
         elif st.button("Set as default", key=state.widget_key("train", "set-default", model_id)):
-            api.set_default_model(workspace, model_id)
-            st.rerun(scope="fragment")
+            if unsigned := access.reviewer_problem(state.reviewer()):
+                st.error(f"Choosing the default needs a reviewer name: {unsigned}")
+            else:
+                api.set_default_model(workspace, model_id, author=state.reviewer())
+                st.rerun(scope="fragment")
         mcols = st.columns(3)
         for col, key, label in zip(
             mcols, ("miou", "iou", "f1"), ("mIoU", "landslide IoU", "F1"), strict=True

@@ -42,6 +42,7 @@ from engine.api._masks import (
 )
 from engine.api._queue import (
     PredictionComparison,
+    activity,
     build_review_queue,
     compare_predictions,
     default_model,
@@ -109,6 +110,7 @@ __all__ = [
     "ReviewLayers",
     "SceneInfo",
     "TileView",
+    "activity",
     "band_presets",
     "base_model_choices",
     "build_review_queue",

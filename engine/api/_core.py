@@ -7,7 +7,7 @@ this module into the engine's internals.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,10 +75,22 @@ def _embedded_mask(path: Path) -> Path | None:
 
 
 def import_path(
-    workspace: Workspace, path: str | Path, *, mask: str | Path | None = None, copy: bool = True
+    workspace: Workspace,
+    path: str | Path,
+    *,
+    mask: str | Path | None = None,
+    copy: bool = True,
+    roots: Sequence[str | Path] | None = None,
 ) -> Iterator[ImportResult | ScarpError]:
-    """Import one file, or every supported file of a folder; a bad file is reported and the rest go on."""
+    """Import one file, or every supported file of a folder; a bad file is reported and the rest go on.
+
+    With `roots` (the folders a shared server lets its users import from), every file read must lie
+    inside one of them once links and `..` are resolved; `None` lets the caller read anything.
+    """
     path = Path(path)
+    _check_inside(path, roots)
+    if mask is not None:
+        _check_inside(Path(mask), roots)
     try:
         folder = path.is_dir()
     except OSError:  # e.g. a name too long for the file system: import_scene says what is wrong
@@ -93,9 +105,23 @@ def import_path(
         raise InputError(path, f"holds no images ({', '.join(SCENE_SUFFIXES)})")
     for file in files:
         try:
+            _check_inside(file, roots)  # a link in the folder may point anywhere
             yield import_scene(workspace, file, copy=copy)
         except ScarpError as exc:
             yield exc
+
+
+def _check_inside(path: Path, roots: Sequence[str | Path] | None) -> None:
+    if roots is None:
+        return
+    if not roots:
+        raise InputError(path, "not imported: this server imports no files from its own disk")
+    if not path.is_absolute():
+        raise InputError(path, "give the full path, starting with /")
+    real = Path(os.path.realpath(path))
+    if not any(real.is_relative_to(os.path.realpath(root)) for root in roots):
+        allowed = ", ".join(str(root) for root in roots)
+        raise InputError(path, f"is outside the folders this server imports from ({allowed})")
 
 
 def evaluate_masks(pred: str | Path, truth: str | Path) -> dict:

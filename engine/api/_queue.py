@@ -6,7 +6,6 @@ Queue items are scenes or tiles ranked by model uncertainty or by the disagreeme
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,12 +13,11 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
-from rasterio.errors import NotGeoreferencedWarning
 
 from engine import review_queue
 from engine.api._review import ReviewLayers
 from engine.errors import InputError
-from engine.store import ModelVersion, ReviewItem, Workspace
+from engine.store import Activity, ModelVersion, ReviewItem, Workspace
 
 
 def build_review_queue(
@@ -74,17 +72,22 @@ def list_models(workspace: Workspace) -> list[ModelVersion]:
     return workspace.list_models()
 
 
-def rename_model(workspace: Workspace, model_id: int, name: str) -> ModelVersion:
-    return workspace.rename_model(model_id, name)
+def rename_model(workspace: Workspace, model_id: int, name: str, *, author: str = "") -> ModelVersion:
+    return workspace.rename_model(model_id, name, author=author)
 
 
-def delete_model(workspace: Workspace, model_id: int) -> None:
+def delete_model(workspace: Workspace, model_id: int, *, author: str = "") -> None:
     """Refused (InputError) for the workspace default and for a model others were trained from."""
-    workspace.delete_model(model_id)
+    workspace.delete_model(model_id, author=author)
 
 
-def set_default_model(workspace: Workspace, model_id: int | None) -> ModelVersion | None:
-    return workspace.set_default_model(model_id)
+def set_default_model(workspace: Workspace, model_id: int | None, *, author: str = "") -> ModelVersion | None:
+    return workspace.set_default_model(model_id, author=author)
+
+
+def activity(workspace: Workspace, limit: int = 100) -> list[Activity]:
+    """Who deleted scenes, renamed or deleted models or chose the default, and when; latest first."""
+    return workspace.activity(limit)
 
 
 def default_model(workspace: Workspace) -> ModelVersion | None:
@@ -117,12 +120,10 @@ def compare_predictions(
         )
     out = workspace.root / "tmp" / f"disagreement_{a.id}_{b.id}.tif"
     whole = review_queue.write_disagreement(a.raster_path, b.raster_path, out)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(out) as ds:
-            scale = min(1.0, max_side / max(ds.width, ds.height))
-            shape = (max(1, round(ds.height * scale)), max(1, round(ds.width * scale)))
-            preview = ds.read(1, out_shape=shape, resampling=Resampling.nearest)
+    with rasterio.open(out) as ds:
+        scale = min(1.0, max_side / max(ds.width, ds.height))
+        shape = (max(1, round(ds.height * scale)), max(1, round(ds.width * scale)))
+        preview = ds.read(1, out_shape=shape, resampling=Resampling.nearest)
     return PredictionComparison(a.id, b.id, out, None if whole is None else whole.score, preview)
 
 

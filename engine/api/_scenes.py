@@ -134,9 +134,9 @@ def mask_version_count(workspace: Workspace, scene_id: int) -> int:
     return len(workspace.list_mask_versions(scene_id))
 
 
-def delete_scene(workspace: Workspace, scene_id: int, *, drop_masks: bool = False) -> None:
+def delete_scene(workspace: Workspace, scene_id: int, *, drop_masks: bool = False, author: str = "") -> None:
     """Refused (ScarpError) when the scene has mask versions and drop_masks is not asked for."""
-    workspace.delete_scene(scene_id, drop_masks=drop_masks)
+    workspace.delete_scene(scene_id, drop_masks=drop_masks, author=author)
 
 
 def workspace_summary(workspace: Workspace) -> dict[str, int]:

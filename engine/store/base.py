@@ -10,6 +10,7 @@ import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -17,7 +18,7 @@ from typing import Self
 from engine.errors import InputError, ScarpError
 from engine.store import db
 from engine.store.files import DiskFullError, ensure_inside
-from engine.store.records import from_db_path, to_db_path
+from engine.store.records import Activity, from_db_path, to_db_path, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +164,34 @@ class WorkspaceBase:
         self._group, self._depth = None, 0
         if self._db is not None:
             self._db = db.connect(self.db_path)
+
+    # --- activity: changes that are not mask versions, with who made them -------------------------
+
+    def activity(self, limit: int = 100) -> list[Activity]:
+        """The latest changes first: scene deletions, model renames and deletions, default choices."""
+        with self._tx(write=False) as conn:
+            rows = conn.execute("SELECT * FROM activity ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+        return [
+            Activity(
+                row["id"],
+                datetime.fromisoformat(row["at"]),
+                row["author"],
+                row["action"],
+                row["subject"],
+                row["detail"],
+            )
+            for row in rows
+        ]
+
+    @staticmethod
+    def _log_activity(
+        conn: sqlite3.Connection, author: str, action: str, subject: str, detail: str = ""
+    ) -> None:
+        """Record a change inside the transaction that makes it: both commit, or neither."""
+        conn.execute(
+            "INSERT INTO activity (at, author, action, subject, detail) VALUES (?, ?, ?, ?, ?)",
+            (utc_now(), author.strip(), action, subject, detail),
+        )
 
     def _rel(self, path: Path) -> str:
         return to_db_path(self.root, path)

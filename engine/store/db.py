@@ -131,9 +131,23 @@ CREATE TABLE workspace_settings (
 INSERT INTO workspace_settings (id) VALUES (1);
 """
 
+# Migration 4: who deleted a scene, or renamed, deleted or chose the default model, and when. The
+# subject is kept as text (its id and name at the time), so the record outlives what it names.
+SCHEMA_V4_ACTIVITY = """
+CREATE TABLE activity (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    author TEXT NOT NULL DEFAULT '',
+    action TEXT NOT NULL
+        CHECK (action IN ('scene deleted', 'model renamed', 'model deleted', 'default model set')),
+    subject TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT ''
+);
+"""
+
 # Forward migrations, oldest first; the schema version of a database is how many of them it has had.
 # Append new scripts, never edit a released one: workspaces out there already ran it.
-MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2_SCENE_LINKS, SCHEMA_V3_REVIEW]
+MIGRATIONS: list[str] = [SCHEMA_V1, SCHEMA_V2_SCENE_LINKS, SCHEMA_V3_REVIEW, SCHEMA_V4_ACTIVITY]
 
 
 def schema_version() -> int:

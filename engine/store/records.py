@@ -85,6 +85,18 @@ class ModelVersion:
 
 
 @dataclass(frozen=True)
+class Activity:
+    """A change to the workspace that is not a mask version: who made it, when, and to what."""
+
+    id: int
+    at: datetime
+    author: str
+    action: str
+    subject: str
+    detail: str
+
+
+@dataclass(frozen=True)
 class Job:
     """Long work (prediction, training) tracked in the database so every process can watch it."""
 

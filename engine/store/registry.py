@@ -80,17 +80,20 @@ class ModelRegistry(WorkspaceBase):
             name = f"{base}-{suffix}"
         return name
 
-    def rename_model(self, model_id: int, new_name: str) -> ModelVersion:
+    def rename_model(self, model_id: int, new_name: str, *, author: str = "") -> ModelVersion:
         new_name = self._model_name(new_name)
         with self._tx() as conn:
             row = self._model_row(conn, model_id)
             if row["name"] != new_name:
                 self._refuse_taken_name(conn, new_name)
                 conn.execute("UPDATE models SET name = ? WHERE id = ?", (new_name, model_id))
+                self._log_activity(
+                    conn, author, "model renamed", f"model {model_id}", f"{row['name']} → {new_name}"
+                )
                 row = self._model_row(conn, model_id)
         return model_from_row(row, self.root)
 
-    def delete_model(self, model_id: int) -> None:
+    def delete_model(self, model_id: int, *, author: str = "") -> None:
         """Forget a model; refused while it is the workspace default or other models were trained from it.
 
         A checkpoint under the workspace's models/ folder that no other model uses is removed after the
@@ -114,16 +117,20 @@ class ModelRegistry(WorkspaceBase):
                     f"delete {'those' if many else 'that one'} first",
                 )
             conn.execute("DELETE FROM models WHERE id = ?", (model_id,))
+            self._log_activity(conn, author, "model deleted", who)
             shared = conn.execute(
                 "SELECT count(*) FROM models WHERE checkpoint_path = ?", (self._rel(model.checkpoint_path),)
             ).fetchone()[0]
         if not shared and model.checkpoint_path.resolve().is_relative_to(self.root / "models"):
             self._remove_files([model.checkpoint_path])
 
-    def set_default_model(self, model_id: int | None) -> ModelVersion | None:
+    def set_default_model(self, model_id: int | None, *, author: str = "") -> ModelVersion | None:
         """Make a model the workspace default (None clears it); returns the new default."""
         with self._tx() as conn:
             row = None if model_id is None else self._model_row(conn, model_id)
+            if self._default_model_id(conn) != model_id:
+                subject = "none" if row is None else f"model {model_id} ({row['name']})"
+                self._log_activity(conn, author, "default model set", subject)
             conn.execute("UPDATE workspace_settings SET default_model_id = ? WHERE id = 1", (model_id,))
         return None if row is None else model_from_row(row, self.root)
 

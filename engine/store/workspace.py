@@ -117,11 +117,11 @@ class Workspace(ModelRegistry, JobQueue, SceneLinks, ReviewQueue):
             rows = conn.execute("SELECT * FROM scenes ORDER BY id").fetchall()
         return [scene_from_row(row, self.root) for row in rows]
 
-    def delete_scene(self, scene_id: int, *, drop_masks: bool = False) -> None:
+    def delete_scene(self, scene_id: int, *, drop_masks: bool = False, author: str = "") -> None:
         """Delete a scene with its predictions; its mask versions only when asked to, never silently.
 
-        Rows go in one transaction, files only after it commits. A scene referenced in place keeps its
-        source file: it belongs to the user.
+        Rows go in one transaction (with the activity record naming `author`), files only after it
+        commits. A scene referenced in place keeps its source file: it belongs to the user.
         """
         with self._tx() as conn:
             scene = scene_from_row(self._scene_row(conn, scene_id), self.root)
@@ -138,6 +138,8 @@ class Workspace(ModelRegistry, JobQueue, SceneLinks, ReviewQueue):
             conn.execute("DELETE FROM mask_versions WHERE scene_id = ?", (scene_id,))
             conn.execute("DELETE FROM predictions WHERE scene_id = ?", (scene_id,))
             conn.execute("DELETE FROM scenes WHERE id = ?", (scene_id,))
+            lost = f"with {_plural(len(mask_paths), 'mask version')}" if mask_paths else ""
+            self._log_activity(conn, author, "scene deleted", f"scene {scene_id} ({scene.name})", lost)
         stored = [scene.stored_path] if scene.stored_path is not None else []
         self._remove_files([*mask_paths, *prediction_paths, *stored])
 
