@@ -145,7 +145,7 @@ def profile_shares(
     torch.profiler over `runs` forwards after 3 warm-ups, the way the inference bench runs a model."""
     from torch.profiler import ProfilerActivity, profile
 
-    from engine.bench_infer import research_member
+    from engine.bench_infer_run import research_member
 
     device, dtype = torch.device("cpu"), torch.bfloat16 if precision == "bf16" else torch.float32
     model = research_member(name).model.to(memory_format=torch.channels_last).eval()

@@ -7,15 +7,9 @@ import json
 import numpy as np
 import rasterio
 
-from engine.bench_infer import (
-    EndToEnd,
-    Measurements,
-    _mirror,
-    build_mosaic,
-    end_to_end,
-    peak_rss_mb,
-)
+from engine.bench_infer import Measurements, _mirror, build_mosaic
 from engine.bench_infer_report import markdown, targets, write_section
+from engine.bench_infer_run import EndToEnd, end_to_end, peak_rss_mb
 from engine.inference import PredictOptions
 
 

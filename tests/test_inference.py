@@ -102,7 +102,7 @@ def test_stitched_result_does_not_depend_on_the_batch_size(tmp_path, iburi_post)
 
 def test_naive_baseline_computes_the_same_map(tmp_path, iburi_post):
     """The benchmark's naive way (whole scene in memory, one fp32 tile at a time) is the same map."""
-    from engine.bench_infer import naive_predict
+    from engine.bench_infer_run import naive_predict
 
     (member,) = _members("segformer_b0")
     options = PredictOptions(precision="fp32", batch=4)
@@ -164,7 +164,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.bench_infer import naive_predict
+from engine.bench_infer_run import naive_predict
 from engine.inference import Member, PredictOptions, predict_scene
 from engine.models.checkpoint import ModelCard
 

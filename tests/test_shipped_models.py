@@ -62,6 +62,7 @@ def test_shipping_stores_big_weights_in_fp16_and_scores_the_stored_file(tmp_path
     target = shipped.ship(source, "small", data_dir / "bijie", max_bytes=size - 1)
     card = ModelCard.from_file(target.with_suffix(".json"))
     assert card.provenance["stored_as"] == "fp16" and target.stat().st_size < 0.6 * size
+    assert target.stat().st_mode & 0o777 == 0o644
     assert {t.dtype for t in safetensors.torch.load_file(str(target)).values()} <= {
         torch.float16,
         torch.int64,

@@ -92,6 +92,7 @@ def ship(
                 source,
                 f"is {size / 1e6:.1f} MB even in fp16; shipped models stay under {max_bytes / 1e6:.0f} MB",
             )
+        os.chmod(staged, 0o644)  # readable like the rest of the repository (a temp file is private)
         os.replace(staged, target)
     shipped = dataclasses.replace(card, metrics=metrics, provenance=provenance)
     atomic_write_text(card_path(target), shipped.to_json())
