@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyogrio
 import pytest
 from PIL import Image
@@ -70,7 +71,12 @@ def test_models_table_shows_lineage_scores_data_and_the_shipped_default(lineage)
     rows = table(at)
     assert list(rows.index[:3]) == ["base", "tuned", "leaf"]
     assert rows.loc["tuned", "Parent"] == "base" and rows.loc["leaf", "Parent"] == "tuned"
-    assert rows.loc[["base", "kda_student_l4s"], ["Parent", "Training data"]].isna().all(axis=None)
+    assert rows.loc[["base", "kda_student_l4s"], ["Parent"]].isna().all(axis=None)
+    assert pd.isna(rows.loc["base", "Training data"])
+    # shipped checkpoints as their cards describe them
+    assert rows.loc["kda_student_bijie", "Architecture"] == "kda_student"
+    assert rows.loc["kda_student_bijie", "Val. mIoU (%)"] == pytest.approx(75.82, abs=0.01)
+    assert rows.loc["kda_student_bijie", "Training data"] == "../shared/data/bijie · val"
     assert rows.loc["tuned", "Val. mIoU (%)"] == pytest.approx(74.5)
     assert rows.loc["tuned", "Before → after"] == "70.00 → 74.50 (+4.50)"
     assert rows.loc["tuned", "Training data"] == "scenes 1 (mask v3) · dataset bijie · mode finetune"

@@ -88,10 +88,15 @@ def registry(models: dict[int, Any], default: Any) -> None:
             "Created": m.created,
         })  # fmt: skip
     menu = api.model_choices(workspace, random_weights=False)
-    for choice in menu:  # the menu's first entry reads "default (<name>)"; shipped names are their specs
-        if choice.kind == "shipped":
-            shipped_default = default is None and menu[0].label == f"default ({choice.spec})"
-            rows.append({"Default": shipped_default, "Name": choice.spec, "Source": "shipped (read-only)"})
+    for shipped in api.shipped_models():  # the menu's first entry reads "default (<name>)"
+        rows.append({
+            "Default": default is None and menu[0].label == f"default ({shipped.name})",
+            "Name": shipped.name,
+            "Source": "shipped (read-only)",
+            "Architecture": shipped.architecture,
+            "Val. mIoU (%)": None if shipped.val_miou is None else 100 * shipped.val_miou,
+            "Training data": shipped.data,
+        })  # fmt: skip
     st.dataframe(
         pd.DataFrame(rows, columns=COLUMNS),
         hide_index=True,

@@ -178,6 +178,37 @@ def model_choices(workspace: Workspace, *, random_weights: bool = True) -> list[
     return choices
 
 
+@dataclass(frozen=True)
+class ShippedModel:
+    """A checkpoint in assets/models/ as its card describes it."""
+
+    name: str
+    architecture: str
+    val_miou: float | None
+    data: str | None
+
+
+def shipped_models() -> list[ShippedModel]:
+    """The shipped checkpoints with their architecture, validation mIoU and training data."""
+    from engine.models.checkpoint import ModelCard
+    from engine.models.shipped import ASSETS, shipped_names
+
+    models = []
+    for name in shipped_names():
+        card = ModelCard.from_file(ASSETS / f"{name}.json")
+        data = card.provenance.get("data")
+        split = card.provenance.get("split")
+        models.append(
+            ShippedModel(
+                name,
+                card.architecture,
+                card.metrics.get("miou"),
+                f"{data} · {split}" if data and split else data,
+            )
+        )
+    return models
+
+
 def base_model_choices(workspace: Workspace) -> list[ModelChoice]:
     """What training can start from: the default and shipped models, then the workspace's versions
     (by id, so the new version records its parent); newest workspace versions first."""
