@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import InputError
+from engine.training.studies import DISTILL_MODES
 
 
 def add_commands(commands) -> None:
@@ -54,6 +55,10 @@ def add_study_commands(bench_kinds) -> None:
     ablation.add_argument("--teacher", required=True, type=Path, help="the trained teacher checkpoint")
     ablation.add_argument("--out", type=Path, required=True, help="folder for the runs")
     ablation.add_argument("--summary", type=Path, default=Path("docs/results/kda_ablation.json"))
+    ablation.add_argument(
+        "--modes", nargs="+", choices=DISTILL_MODES, default=list(DISTILL_MODES),
+        help="only these arms (to train them as separate processes; the full table needs all three)",
+    )  # fmt: skip
     _training_options(ablation, epochs=32, teacher=False)
     ablation.set_defaults(run=_ablation, model="kda_student")
     semisup = bench_kinds.add_parser("semisup", help="pseudo-label rounds with labels on a fraction of train")
@@ -72,7 +77,9 @@ def _ablation(args: argparse.Namespace) -> int:
     from engine.training.studies import kda_ablation, write_summary
 
     config = config_from_args(args, 3, "kda_student").replace(distill_epochs=args.distill_epochs)
-    summary = kda_ablation(config, args.data, args.out, args.teacher, progress=EpochPrinter())
+    summary = kda_ablation(
+        config, args.data, args.out, args.teacher, progress=EpochPrinter(), modes=tuple(args.modes)
+    )
     write_summary(summary, args.summary, _command_line())
     for row in summary["rows"]:
         print(f"{row['distill']}: val mIoU {row['miou']:.4f} (epoch {row['best_epoch']})")

@@ -102,3 +102,20 @@ def test_the_report_renders_the_study_summaries(tmp_path):
     (tmp_path / "s.json").write_text(json.dumps(semi))
     text = "\n".join(semi_supervised_section(tmp_path / "s.json"))
     assert "| threshold | 60.00 | 61.00 | 62.00 |" in text and "round 2" in text
+
+
+def test_bench_ablation_can_train_only_some_arms(monkeypatch, tmp_path):
+    from engine import cli
+
+    seen = {}
+
+    def fake_ablation(config, data, out, teacher, progress=None, modes=studies.DISTILL_MODES):
+        seen["modes"], seen["distill_epochs"] = modes, config.distill_epochs
+        return {"study": "kda_ablation", "rows": []}
+
+    monkeypatch.setattr(studies, "kda_ablation", fake_ablation)
+    argv = ["bench", "ablation", "--teacher", "t.safetensors", "--out", str(tmp_path), "--modes", "kd", "kda"]
+    assert cli.main([*argv, "--summary", str(tmp_path / "s.json"), "--distill-epochs", "2"]) == 0
+    assert seen == {"modes": ("kd", "kda"), "distill_epochs": 2}
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "ablation", "--teacher", "t", "--out", str(tmp_path), "--modes", "dino"])
