@@ -114,3 +114,14 @@ def predicted(workspace, bijie_pair):
             prediction_id=prediction.id, author="job 1",
         )  # fmt: skip
     return scene.id, d
+
+
+@pytest.fixture
+def imported(tmp_path, bijie_pair):
+    """A workspace with a Bijie scene and its imported mask (version 1, the work to protect): for the
+    crash and full-disk tests, as (workspace, scene id, mask version, the version's file bytes)."""
+    from engine import api
+
+    with api.open_workspace(tmp_path / "ws") as ws:
+        result = api.import_scene(ws, bijie_pair[0], mask=bijie_pair[1])
+        yield ws, result.scene.id, result.mask_version, result.mask_version.raster_path.read_bytes()

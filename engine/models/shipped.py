@@ -61,6 +61,7 @@ def ship(
     """
     import dataclasses
     import os
+    import shutil
     import tempfile
 
     from engine.models.checkpoint import ModelCard, card_path
@@ -78,7 +79,7 @@ def ship(
             _write_fp16(source, staged)
             provenance["stored_as"] = "fp16"
         else:
-            staged.write_bytes(source.read_bytes())
+            shutil.copyfile(source, staged)
         atomic_write_text(card_path(staged), card.to_json())
         if card.in_channels == 3:
             score = evaluate_checkpoint(staged, dataset=check_dataset(bijie), precision="fp32")
