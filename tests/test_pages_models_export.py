@@ -270,3 +270,4 @@ def test_model_changes_need_a_reviewer_name_and_are_listed_with_it(workspace, li
         ["Ana Costa", "model renamed", "tuned → tuned-v2"],
         ["Ana Costa", "default model set", ""],
     ]
+    assert str(activity["When (UTC)"].dt.tz) == "UTC"  # the column says which clock it shows

@@ -18,7 +18,7 @@ from engine import api
 from engine.errors import ScarpError
 
 COLUMNS = [
-    "Default", "Name", "Source", "Architecture", "Parent", "Val. mIoU (%)", "Before → after", "Created",
+    "Default", "Name", "Source", "Architecture", "Parent", "Val. mIoU (%)", "Before → after", "Created (UTC)",
     "Training data",
 ]  # fmt: skip
 
@@ -85,7 +85,7 @@ def registry(models: dict[int, Any], default: Any) -> None:
             "Val. mIoU (%)": None if after is None else 100 * after,
             "Before → after": _before_after(before, after),
             "Training data": _training_data(m.training_snapshot),
-            "Created": m.created,
+            "Created (UTC)": m.created,
         })  # fmt: skip
     menu = api.model_choices(workspace, random_weights=False)
     for shipped in api.shipped_models():  # the menu's first entry reads "default (<name>)"
@@ -107,7 +107,7 @@ def registry(models: dict[int, Any], default: Any) -> None:
             "Val. mIoU (%)": st.column_config.NumberColumn(format="%.2f", help="On its validation set"),
             "Before → after": st.column_config.TextColumn(help="Its parent's mIoU and its own, same images"),
             "Training data": st.column_config.TextColumn(width="large"),
-            "Created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
+            "Created (UTC)": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
         },
     )
 
@@ -212,11 +212,11 @@ with st.expander("Activity: deleted scenes, renamed and deleted models, default 
     if events:
         st.dataframe(
             pd.DataFrame(
-                [{"When": e.at, "Who": e.author or "—", "What": e.action, "Subject": e.subject,
+                [{"When (UTC)": e.at, "Who": e.author or "—", "What": e.action, "Subject": e.subject,
                   "Detail": e.detail} for e in events]
             ),
             hide_index=True,
-            column_config={"When": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")},
+            column_config={"When (UTC)": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")},
         )  # fmt: skip
     else:
         st.caption("Nothing yet.")
