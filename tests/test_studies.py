@@ -95,6 +95,7 @@ def test_the_report_renders_the_study_summaries(tmp_path):
     (tmp_path / "a.json").write_text(json.dumps(ablation))
     text = "\n".join(ablation_section(tmp_path / "a.json"))
     assert "| kda | 70.00 | 50.00 |" in text and "`python -m engine bench x`" in text
+    assert "Not finished yet: none, kd (their rows come" in text  # a partial table says what it lacks
     semi = {
         "miou": {"round_0": 0.6, "threshold": [0.61, 0.62]}, "rounds": 2, "labelled_images": 5,
         "initial_epochs": 4, "round_epochs": 2, **meta,
@@ -119,3 +120,22 @@ def test_bench_ablation_can_train_only_some_arms(monkeypatch, tmp_path):
     assert seen == {"modes": ("kd", "kda"), "distill_epochs": 2}
     with pytest.raises(SystemExit):
         cli.main(["bench", "ablation", "--teacher", "t", "--out", str(tmp_path), "--modes", "dino"])
+
+
+def test_the_report_checks_the_goals_on_its_own_rows():
+    from types import SimpleNamespace
+
+    from engine.accuracy import goal_lines
+
+    def row(name, architecture, miou, ms):
+        return {"name": name, "card": SimpleNamespace(architecture=architecture), "miou": miou, "ms": ms}
+
+    kda, emr = row("kda", "kda_student", 0.758, 171), row("emr", "emr_hrnet", 0.790, 1016)
+    text = "\n".join(goal_lines([kda, emr, row("unet", "unet_r34", 0.80, 90)]))
+    assert "**80.00** mIoU (unet)" in text and "not met, 2.00 points short" in text
+    assert "the fastest of the shipped research models" in text  # the baseline is not a research model
+    assert "4.20 mIoU below the best of ours (goal: within 2, not met)" in text
+    text = "\n".join(goal_lines([row("kda", "kda_student", 0.825, 2000), emr]))
+    assert "Goal ≥ 82.00: met." in text and "not the fastest (emr is)" in text
+    assert "0.00 mIoU below the best of ours (goal: within 2, met)" in text
+    assert goal_lines([]) == ["No shipped RGB model yet."]
