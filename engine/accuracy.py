@@ -148,9 +148,9 @@ def ablation_section(path: Path) -> list[str]:
         return [*lines, f"Not run yet: `{command}` writes {path.name} in docs/results/."]
     summary = json.loads(path.read_text())
     lines += [
-        f"Teacher: `{Path(summary['teacher']).name}`.",
+        f"Teacher: `{Path(summary['teacher']).name}`" + _teacher_scores(summary) + ".",
         "",
-        "| phase 1 | mIoU | IoU | F1 | P | R | best epoch / run | wall time |",
+        "| phase 1 | mIoU | IoU | F1 | P | R | best epoch / run | wall time (see notes) |",
         "|---|---:|---:|---:|---:|---:|---|---:|",
     ]
     for row in summary["rows"]:
@@ -167,6 +167,12 @@ def ablation_section(path: Path) -> list[str]:
             "again with the same options; finished arms are kept)."
         )
     return [*lines, *(["", *notes] if notes else []), *_provenance(summary)]
+
+
+def _teacher_scores(summary: dict[str, Any]) -> str:
+    if summary.get("teacher_miou") is None:
+        return ""
+    return f" ({summary['teacher_architecture']}, val mIoU {100 * summary['teacher_miou']:.2f})"
 
 
 def semi_supervised_section(path: Path) -> list[str]:

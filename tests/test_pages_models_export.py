@@ -19,7 +19,7 @@ from streamlit.testing.v1 import AppTest
 from engine import api
 from engine.io.raster import describe
 from engine.io.writers import write_raster
-from engine.models.shipped import default_name, shipped_names
+from engine.models.shipped import ASSETS, default_name, shipped_names
 
 ROOT = Path(__file__).resolve().parents[1]
 HOME = str(ROOT / "app" / "Home.py")
@@ -75,7 +75,8 @@ def test_models_table_shows_lineage_scores_data_and_the_shipped_default(lineage)
     assert pd.isna(rows.loc["base", "Training data"])
     # shipped checkpoints as their cards describe them
     assert rows.loc["kda_student_bijie", "Architecture"] == "kda_student"
-    assert rows.loc["kda_student_bijie", "Val. mIoU (%)"] == pytest.approx(75.82, abs=0.01)
+    card = json.loads((ASSETS / "kda_student_bijie.json").read_text())
+    assert rows.loc["kda_student_bijie", "Val. mIoU (%)"] == pytest.approx(100 * card["metrics"]["miou"])
     assert rows.loc["kda_student_bijie", "Training data"] == "../shared/data/bijie · val"
     assert rows.loc["tuned", "Val. mIoU (%)"] == pytest.approx(74.5)
     assert rows.loc["tuned", "Before → after"] == "70.00 → 74.50 (+4.50)"

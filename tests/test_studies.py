@@ -57,6 +57,7 @@ def test_kda_ablation_trains_one_student_per_mode_from_one_teacher(tiny_bijie, t
         tiny(distill_epochs=1), tiny_bijie, tmp_path / "ablation", teacher, modes=("none", "kd")
     )
     assert [row["distill"] for row in summary["rows"]] == ["none", "kd"]
+    assert summary["teacher_architecture"] == "kda_student" and "teacher_miou" in summary
     assert all(0 <= row["val_miou"] <= 1 and row["miou"] == row["val_miou"] for row in summary["rows"])
     studies.write_summary(summary, tmp_path / "ablation.json", "python -m engine bench ablation ...")
     written = json.loads((tmp_path / "ablation.json").read_text())
@@ -91,11 +92,15 @@ def test_the_report_renders_the_study_summaries(tmp_path):
     meta = {"command": "python -m engine bench x", "commit": "abc", "machine": "cpu", "date": "2026-11-21"}
     row = {"best_epoch": 3, "epochs_run": 5, "wall_time_s": 120.0, "miou": 0.7}
     scores = {"val_miou": 0.7, "val_iou": 0.5, "val_f1": 0.6, "val_precision": 0.6, "val_recall": 0.6}
-    ablation = {"teacher": "/x/emr.safetensors", "rows": [{"distill": "kda", **row, **scores}], **meta}
+    ablation = {
+        "teacher": "/x/emr.safetensors", "teacher_architecture": "emr_hrnet", "teacher_miou": 0.7424,
+        "rows": [{"distill": "kda", **row, **scores}], **meta,
+    }  # fmt: skip
     (tmp_path / "a.json").write_text(json.dumps(ablation))
     text = "\n".join(ablation_section(tmp_path / "a.json"))
     assert "| kda | 70.00 | 50.00 |" in text and "`python -m engine bench x`" in text
     assert "Not finished yet: none, kd (their rows come" in text  # a partial table says what it lacks
+    assert "Teacher: `emr.safetensors` (emr_hrnet, val mIoU 74.24)." in text
     semi = {
         "miou": {"round_0": 0.6, "threshold": [0.61, 0.62]}, "rounds": 2, "labelled_images": 5,
         "initial_epochs": 4, "round_epochs": 2, **meta,

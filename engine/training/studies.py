@@ -84,7 +84,17 @@ def kda_ablation(
             ),
         )
         rows.append({"distill": mode, **record, **_scores(checkpoint)})
-    return {"study": "kda_ablation", "teacher": str(teacher), "config": config.to_dict(), "rows": rows}
+    from engine.models.checkpoint import ModelCard, card_path
+
+    teacher_card = ModelCard.from_file(card_path(Path(teacher)))
+    return {
+        "study": "kda_ablation",
+        "teacher": str(teacher),
+        "teacher_architecture": teacher_card.architecture,
+        "teacher_miou": teacher_card.metrics.get("miou"),
+        "config": config.to_dict(),
+        "rows": rows,
+    }
 
 
 def split_for_semi_supervised(data: Path, out: Path, fraction: float, seed: int) -> tuple[Path, Path]:
