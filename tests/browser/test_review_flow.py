@@ -33,6 +33,22 @@ def page(app):
         yield page
 
 
+# A point of the largest outline that a click would reach, relative to its box: [index, x, y]. (Small
+# outlines can be a pixel wide, and an outline's centre can lie outside its shape.)
+VISIBLE_POINT = """paths => {
+    const area = p => { const b = p.getBoundingClientRect(); return b.width * b.height; };
+    const order = [...paths.keys()].sort((a, b) => area(paths[b]) - area(paths[a]));
+    for (const index of order) {
+        const path = paths[index], box = path.getBoundingClientRect();
+        for (let i = 1; i < 10; i++) for (let j = 1; j < 10; j++) {
+            const x = box.width * i / 10, y = box.height * j / 10;
+            if (document.elementFromPoint(box.x + x, box.y + y) === path) return [index, x, y];
+        }
+    }
+    throw new Error("no outline can be clicked");
+}"""
+
+
 def test_upload_predict_and_review_iburi(app, page, iburi_post):
     page.get_by_role("link", name="Scenes").click()
     page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(iburi_post))
@@ -61,7 +77,8 @@ def test_upload_predict_and_review_iburi(app, page, iburi_post):
     caption = page.locator('[data-testid="stCaptionContainer"]', has_text="kda_student")
     expect(caption).to_contain_text("landslide")
 
-    outlines.first.click(force=True)
+    index, x, y = outlines.evaluate_all(VISIBLE_POINT)
+    outlines.nth(index).click(position={"x": x, "y": y})
     popup = frame.locator(".leaflet-popup-content")
     expect(popup).to_contain_text("Area (m²)", timeout=10_000)
     expect(popup).to_contain_text("Mean probability")
