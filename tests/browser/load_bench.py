@@ -35,8 +35,47 @@ from pathlib import Path
 
 import numpy as np
 
+from engine import api
+from engine.jobs import HANDLERS
+from engine.jobs_worker import execute_job
 from tests.browser.harness import MISSING, ROOT, running_app, sync_playwright
-from tests.browser.load_reviewer import DATA, RUN, Tally, prepare_workspace, reviewer_session
+from tests.browser.load_reviewer import RUN, Tally, reviewer_session
+
+DATA = Path(os.environ.get("SCARP_DATA_DIR", ROOT.parent / "shared" / "data"))
+
+# --- the workspace the sessions share ------------------------------------------------------------------
+
+
+def _bijie_stems(count: int) -> list[str]:
+    """Landslide images of at least 200 px a side (a screenful to draw on), first ones by name."""
+    from PIL import Image
+
+    stems = []
+    for path in sorted((DATA / "bijie" / "images").glob("ls_*.png")):
+        with Image.open(path) as image:
+            if min(image.size) >= 200:
+                stems.append(path.stem)
+        if len(stems) == count:
+            return stems
+    raise SystemExit(f"not enough Bijie images of 200 px or more in {DATA / 'bijie'}")
+
+
+def prepare_workspace(root: Path, sessions: int) -> tuple[str, list[str]]:
+    """Iburi (post-event) and one Bijie scene per session, each predicted by the default model. Returns
+    the scene labels as the pages' select boxes show them: Iburi's, and one per session."""
+    with api.open_workspace(root) as ws:
+        iburi = api.import_scene(ws, DATA / "iburi_s2" / "post_event_S2_RGB_B4B3B2.tif", copy=False).scene
+        own = [
+            api.import_scene(ws, DATA / "bijie" / "images" / f"{stem}.png", copy=False).scene
+            for stem in _bijie_stems(sessions)
+        ]
+        for scene in (iburi, *own):
+            job = api.submit_prediction(ws, scene.id)
+            execute_job(ws.root, job.id, HANDLERS)
+            if api.latest_mask_version(ws, scene.id) is None:
+                raise SystemExit(f"the prediction of {scene.name} failed: {api.job_report(job).error}")
+    return f"{iburi.id} · {iburi.name}", [f"{s.id} · {s.name}" for s in own]
+
 
 # --- the run -------------------------------------------------------------------------------------------
 

@@ -1,11 +1,11 @@
 """One reviewer of the load benchmark (tests/browser/load_bench.py): a real browser session that loops
 over reviewing the Iburi scene and correcting its own Bijie scene, timing each step and tallying
-errors, save conflicts and lost Save clicks. Also the workspace the sessions share.
+errors, save conflicts and lost Save clicks. What it reports about a failed step comes from
+load_diagnostics.py; the workspace the sessions share is made by load_bench.py.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
@@ -13,13 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine import api
-from engine.jobs import HANDLERS
-from engine.jobs_worker import execute_job
 from tests.browser import harness
 from tests.browser.harness import (
     CHROMIUM,
     CHROMIUM_FLAGS,
-    ROOT,
     VIEWPORT,
     expect,
     mark_maps,
@@ -27,10 +24,10 @@ from tests.browser.harness import (
     settle,
     sync_playwright,
 )
+from tests.browser.load_diagnostics import map_frames, sent_since, watch_websocket
 
 PlaywrightError = getattr(harness, "PlaywrightError", Exception)  # absent without Playwright
 
-DATA = Path(os.environ.get("SCARP_DATA_DIR", ROOT.parent / "shared" / "data"))
 STEP_TIMEOUT = 90.0  # s: a step slower than this counts as an error (and the session reloads)
 EXCEPTION = '[data-testid="stException"]'
 LOST_CLICK_S = 15.0  # no sign of a save this long after the click: the click was lost, click again
@@ -53,40 +50,6 @@ class Tally:
 
 class StepError(Exception):
     """A step that did not finish: counted, then the session reloads and carries on."""
-
-
-# --- the workspace -------------------------------------------------------------------------------------
-
-
-def _bijie_stems(count: int) -> list[str]:
-    """Landslide images of at least 200 px a side (a screenful to draw on), first ones by name."""
-    from PIL import Image
-
-    stems = []
-    for path in sorted((DATA / "bijie" / "images").glob("ls_*.png")):
-        with Image.open(path) as image:
-            if min(image.size) >= 200:
-                stems.append(path.stem)
-        if len(stems) == count:
-            return stems
-    raise SystemExit(f"not enough Bijie images of 200 px or more in {DATA / 'bijie'}")
-
-
-def prepare_workspace(root: Path, sessions: int) -> tuple[str, list[str]]:
-    """Iburi (post-event) and one Bijie scene per session, each predicted by the default model. Returns
-    the scene labels as the pages' select boxes show them: Iburi's, and one per session."""
-    with api.open_workspace(root) as ws:
-        iburi = api.import_scene(ws, DATA / "iburi_s2" / "post_event_S2_RGB_B4B3B2.tif", copy=False).scene
-        own = [
-            api.import_scene(ws, DATA / "bijie" / "images" / f"{stem}.png", copy=False).scene
-            for stem in _bijie_stems(sessions)
-        ]
-        for scene in (iburi, *own):
-            job = api.submit_prediction(ws, scene.id)
-            execute_job(ws.root, job.id, HANDLERS)
-            if api.latest_mask_version(ws, scene.id) is None:
-                raise SystemExit(f"the prediction of {scene.name} failed: {api.job_report(job).error}")
-    return f"{iburi.id} · {iburi.name}", [f"{s.id} · {s.name}" for s in own]
 
 
 # --- one reviewer --------------------------------------------------------------------------------------
@@ -139,83 +102,10 @@ def _timed_map(page, action, selector: str, where: str) -> float:
     frame = ready_map_frame(page, selector, STEP_TIMEOUT, fresh=True)
     if frame is None:
         raise StepError(
-            f"{where}: no map after {STEP_TIMEOUT:.0f} s; map frames: {_frames(page)}; "
-            f"messages sent around the click: {_sent_since(page, clicked)}"
+            f"{where}: no map after {STEP_TIMEOUT:.0f} s; map frames: {map_frames(page)}; "
+            f"messages sent around the click: {sent_since(page, clicked)}"
         )
     return time.perf_counter() - start
-
-
-def _watch_websocket(page) -> None:
-    """Keep (time, size) of every message the page sends to the server, to tell a click the browser
-    never sent from one the server did not act on."""
-    page.sent = []
-    page.sockets = []  # (time, "open" | "close") of the page's websockets
-
-    def on_socket(socket) -> None:
-        page.sockets.append((time.monotonic(), "open"))
-        socket.on("framesent", lambda payload: page.sent.append((time.monotonic(), payload)))
-        socket.on("close", lambda _: page.sockets.append((time.monotonic(), "close")))
-
-    page.on("websocket", on_socket)
-
-
-def _decode(payload):
-    try:
-        from streamlit.proto.BackMsg_pb2 import BackMsg
-
-        return BackMsg.FromString(payload if isinstance(payload, bytes) else payload.encode("latin-1"))
-    except Exception:  # not ours to decode
-        return None
-
-
-def _widget_name(widget_id: str) -> str:
-    return widget_id.split("-", 2)[-1][:40]  # "$$ID-<hash>-<key>" → the key
-
-
-def _sent_since(page, since: float) -> list[str]:
-    """The page's messages to the server from 2 s before `since`: each rerun with its scope, the triggers
-    it carries and the widgets whose values changed since the message before (a click, a map reporting
-    its drawings, …); then the page's websocket openings and closings."""
-    sent, previous = [], {}
-    for t, payload in getattr(page, "sent", []):
-        message = _decode(payload)
-        if message is None or message.WhichOneof("type") != "rerun_script":
-            continue
-        state = message.rerun_script
-        values = {w.id: w.SerializeToString() for w in state.widget_states.widgets}
-        if t >= since - 2 and len(sent) < 12:
-            fired = {
-                w.id
-                for w in state.widget_states.widgets
-                if w.WhichOneof("value") == "trigger_value" and w.trigger_value
-            }
-            triggers = [_widget_name(i) for i in fired]
-            changed = [_widget_name(i) for i, v in values.items() if previous.get(i) != v and i not in fired]
-            scope = f"fragment{' auto' if state.is_auto_rerun else ''}" if state.fragment_id else "app"
-            sent.append(f"+{t - since:.2f}s {scope} triggers={triggers} changed={changed[:4]}")
-        if not state.fragment_id:
-            previous = values
-    sockets = [f"{what} {t - since:+.2f}s" for t, what in getattr(page, "sockets", []) if t >= since - 30]
-    return sent + (["websocket: " + ", ".join(sockets)] if sockets else [])
-
-
-def _frames(page) -> list[str]:
-    """What the map frames hold, for an error message: Leaflet or not, images loaded and seen before."""
-    seen = []
-    for frame in page.frames:
-        if "st_folium" not in frame.url:
-            continue
-        try:
-            facts = frame.evaluate(
-                "() => ({leaflet: !!document.querySelector('.leaflet-container'),"
-                " images: [...document.querySelectorAll('img.leaflet-image-layer')]"
-                ".map(i => (i.complete && i.naturalWidth > 0 ? 'loaded' : 'loading')"
-                " + (i.dataset.scarpSeen ? ' seen' : ' new'))})"
-            )
-        except PlaywrightError as exc:
-            facts = str(exc).splitlines()[0][:60]
-        seen.append(str(facts))
-    return seen
 
 
 def _pick_scene(page, label: str) -> None:
@@ -338,7 +228,7 @@ def _correct(page, tally: Tally, own: str, rng: random.Random) -> None:
         if _latest_version(scene_id) != before or not save.is_enabled():
             pass  # the save is under way or done: only its confirmation is late
         else:  # nothing happened: a reviewer would click again, and so do we (counted apart)
-            tally.lost_clicks.append(f"save: {_sent_since(page, clicked)}"[:800])
+            tally.lost_clicks.append(f"save: {sent_since(page, clicked)}"[:800])
             save.click()
     try:
         expect(outcome.first).to_be_visible(timeout=STEP_TIMEOUT * 1000)
@@ -348,7 +238,7 @@ def _correct(page, tally: Tally, own: str, rng: random.Random) -> None:
         stored = "stored" if after != before else "not stored"
         raise StepError(
             f"save: no confirmation after {STEP_TIMEOUT:.0f} s (version {before} → {after}: {stored}; "
-            f"messages sent around the click: {_sent_since(page, clicked)}; {shot})"
+            f"messages sent around the click: {sent_since(page, clicked)}; {shot})"
         ) from None
     elapsed = time.perf_counter() - start
     if page.get_by_text("Saved version").count():
@@ -383,7 +273,7 @@ def reviewer_session(
             page = browser.new_page(viewport=VIEWPORT)
             page.errors = []
             page.on("pageerror", lambda exc: page.errors.append(str(exc)))
-            _watch_websocket(page)
+            watch_websocket(page)
             page.set_default_timeout(STEP_TIMEOUT * 1000)
             try:
                 _open(page, url, reviewer)
