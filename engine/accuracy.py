@@ -15,6 +15,7 @@ import torch
 
 from engine.bench import count_flops, machine, time_forward
 from engine.crf import CrfParams
+from engine.models import RESEARCH_MODELS
 from engine.models.checkpoint import load_model
 from engine.models.shipped import ASSETS, default_name, shipped_names
 from engine.training.evaluate import evaluate_checkpoint
@@ -111,7 +112,7 @@ def goal_lines(rows: list[dict[str, Any]]) -> list[str]:
         f"(EMR-HRNet). Goal ≥ 82.00: "
         + ("met." if best["miou"] >= 0.82 else f"not met, {82.0 - 100 * best['miou']:.2f} points short.")
     ]
-    research = [r for r in rows if r["card"].architecture in ("kda_student", "emr_hrnet", "mrife")]
+    research = [r for r in rows if r["card"].architecture in RESEARCH_MODELS]
     students = [r for r in research if r["card"].architecture == "kda_student"]
     if students:
         student = max(students, key=lambda r: r["miou"])

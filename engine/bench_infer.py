@@ -22,9 +22,10 @@ import rasterio
 import torch
 
 from engine.bench import count_flops, machine, training_throughput
-from engine.bench_infer_run import RESEARCH_MODELS, end_to_end, research_member
+from engine.bench_infer_run import end_to_end, research_member
 from engine.devices import autocast, cpu_has_bf16, pick_device
 from engine.inference import PredictOptions
+from engine.models import RESEARCH_MODELS
 from engine.store.files import atomic_write, atomic_write_text
 
 IBURI = Path("../shared/data/iburi_s2/post_event_S2_RGB_B4B3B2.tif")

@@ -21,11 +21,10 @@ import torch
 from engine.inference import Member, PredictOptions, predict_scene, prepare, resolve_models, scene_grid
 from engine.io.raster import open_scene
 from engine.io.writers import write_raster
+from engine.models import RESEARCH_MODELS
 from engine.models.checkpoint import ModelCard
 from engine.models.shipped import ASSETS, shipped_names
 from engine.tiling import blend_weights, pad_tile
-
-RESEARCH_MODELS = ("kda_student", "emr_hrnet", "mrife")
 
 
 def research_member(architecture: str) -> Member:

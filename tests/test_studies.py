@@ -144,3 +144,11 @@ def test_the_report_checks_the_goals_on_its_own_rows():
     assert "Goal ≥ 82.00: met." in text and "not the fastest (emr is)" in text
     assert "0.00 mIoU below the best of ours (goal: within 2, met)" in text
     assert goal_lines([]) == ["No shipped RGB model yet."]
+
+
+def test_a_missing_teacher_stops_the_ablation_before_any_training(tiny_bijie, tmp_path):
+    from engine.errors import InputError
+
+    with pytest.raises(InputError, match=r"nope\.json"):
+        studies.kda_ablation(tiny(), tiny_bijie, tmp_path / "ablation", tmp_path / "nope.safetensors")
+    assert not (tmp_path / "ablation").exists()  # the "none" arm, which needs no teacher, never ran

@@ -34,6 +34,7 @@ ARCHITECTURES: dict[str, tuple[str, str, str]] = {
     ),
     "segformer_b0": ("engine.models.baselines", "build_segformer_b0", "SegFormer, MiT-B0 encoder (smp)"),
 }
+RESEARCH_MODELS = ("kda_student", "emr_hrnet", "mrife")  # the papers' models; the rest are baselines
 
 
 def build_model(name: str, in_channels: int = 3, num_classes: int = 2, **options: Any) -> nn.Module:

@@ -65,10 +65,12 @@ def kda_ablation(
     config: TrainConfig, data: Path, out: Path, teacher: Path, progress=None, modes=DISTILL_MODES
 ) -> dict[str, Any]:
     """One KDA student per distillation mode, identical except for `distill`."""
+    from engine.models.checkpoint import ModelCard, card_path
     from engine.training.train import train
 
     if config.model != "kda_student":
         raise InputError("--model", f"the ablation trains kda_student, not {config.model}")
+    teacher_card = ModelCard.from_file(card_path(Path(teacher)))  # read first: a bad --teacher fails fast
     rows = []
     for mode in modes:
         run_config = config.replace(
@@ -84,9 +86,6 @@ def kda_ablation(
             ),
         )
         rows.append({"distill": mode, **record, **_scores(checkpoint)})
-    from engine.models.checkpoint import ModelCard, card_path
-
-    teacher_card = ModelCard.from_file(card_path(Path(teacher)))
     return {
         "study": "kda_ablation",
         "teacher": str(teacher),
