@@ -36,6 +36,14 @@ def add_commands(commands) -> None:
     )
     bench_accuracy.add_argument("--bijie", type=Path, default=Path("../shared/data/bijie"))
     bench_accuracy.add_argument("--out", type=Path, default=Path("docs/ACCURACY.md"))
+    bench_accuracy.add_argument(
+        "--add",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="CKPT",
+        help="first score this trained checkpoint that is not shipped and keep its row (repeatable)",
+    )
     bench_accuracy.set_defaults(run=_bench_accuracy)
     bench_infer = bench_kinds.add_parser(
         "infer", help="whole-scene inference speed and memory against the naive way (docs/BENCHMARKS.md)"
@@ -131,9 +139,12 @@ def _bench_infer(args: argparse.Namespace) -> int:
 
 
 def _bench_accuracy(args: argparse.Namespace) -> int:
-    from engine.accuracy import report
+    from engine.accuracy import record, report
     from engine.store.files import atomic_write_text
 
+    for checkpoint in args.add:
+        entry = record(checkpoint, args.bijie)
+        print(f"recorded {checkpoint.stem}: val mIoU {100 * entry['metrics']['miou']:.2f}")
     atomic_write_text(args.out, report(args.bijie))
     print(f"wrote {args.out}")
     return 0

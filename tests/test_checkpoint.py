@@ -73,6 +73,9 @@ def test_broken_and_mismatched_checkpoints(tmp_path):
     path.with_suffix(".json").write_text(json.dumps({**card, "surprise": 1}))
     with pytest.raises(InputError, match="unknown fields"):
         load_model(path)
+    path.with_suffix(".json").write_text(json.dumps([card]))
+    with pytest.raises(InputError, match="not a JSON object"):
+        load_model(path)
     path.with_suffix(".json").write_text(json.dumps(card))
     path.write_bytes(b"garbage")
     with pytest.raises(InputError, match="not readable"):

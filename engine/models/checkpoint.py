@@ -47,6 +47,14 @@ class ModelCard:
             data = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InputError(path, f"model card is not readable JSON ({exc})") from exc
+        return cls.from_dict(data, path)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], path: Path) -> ModelCard:
+        """A card from its JSON fields; `path` names where they came from in error messages."""
+        if not isinstance(data, dict):
+            raise InputError(path, "model card is not a JSON object")
+        data = dict(data)
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
         if unknown:
