@@ -18,6 +18,7 @@ from torch import nn
 
 from engine.errors import InputError
 from engine.models import ARCHITECTURES, build_model
+from engine.models.common import training_only
 from engine.store.files import atomic_write, atomic_write_text
 
 CARD_VERSION = 1
@@ -103,12 +104,16 @@ def load_model(path: str | Path) -> tuple[nn.Module, ModelCard]:
         raise InputError(weights, f"weights are not readable ({str(exc).splitlines()[0]})") from exc
     except RuntimeError as exc:  # tensor shapes differ from what the card's architecture builds
         raise InputError(weights, f"weights do not fit a {card.architecture} with these options") from exc
+    dropped = [key for key in missing if key.startswith(training_only(model))]
+    missing = [key for key in missing if key not in dropped]
     if missing or unexpected:
         raise InputError(
             weights,
             f"weights do not fit a {card.architecture} with these options "
             f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})",
         )
+    if dropped and hasattr(model, "restore_training_parts"):  # shipped without them
+        model.restore_training_parts()
     model.eval()
     model.scarp_card = card
     return model, card

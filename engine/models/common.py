@@ -7,6 +7,18 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def training_only(model: nn.Module) -> tuple[str, ...]:
+    """State-dict prefixes of the parts only training uses (e.g. a distillation adapter): shipping drops
+    them, and a checkpoint without them still loads."""
+    return tuple(getattr(model, "TRAINING_ONLY", ()))
+
+
+def inference_parameter_count(model: nn.Module) -> int:
+    """Parameters a prediction uses: the model's, less its training-only parts."""
+    skip = training_only(model)
+    return sum(p.numel() for name, p in model.named_parameters() if not name.startswith(skip))
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int = 32) -> tuple[torch.Tensor, tuple[int, int]]:
     """Pad (N, C, H, W) on the bottom/right so H and W divide by `multiple`; returns the original size.
 

@@ -110,6 +110,8 @@ class DCFDecoder(nn.Module):
 class KDAStudent(nn.Module):
     """PVT-v2 + DCF decoder; pads to a multiple of 32 inside so any H × W works."""
 
+    TRAINING_ONLY = ("to_teacher.",)
+
     def __init__(
         self,
         in_channels: int,
@@ -130,7 +132,7 @@ class KDAStudent(nn.Module):
             raise ValueError(f"{backbone}: expected stage strides {STRIDES}")
         self.decoder = DCFDecoder(self.encoder_channels, num_classes, decoder_channels)
         self.teacher_channels = teacher_channels
-        # only distillation uses this: the deepest stage mapped to the teacher's feature width
+        # only distillation uses this (TRAINING_ONLY): the deepest stage mapped to the teacher's width
         self.to_teacher = nn.Sequential(
             nn.Conv2d(self.encoder_channels[-1], teacher_channels, 1, bias=False),
             nn.BatchNorm2d(teacher_channels),

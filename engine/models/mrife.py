@@ -37,6 +37,8 @@ from engine.models.mrife_parts import (
 class MRIFE(nn.Module):
     """Logits (N, num_classes, H, W) for any H, W; see `forward_train` for the training outputs."""
 
+    TRAINING_ONLY = ("student.",)  # inference reads the EMA teacher, never the student
+
     def __init__(
         self,
         in_channels: int,
@@ -135,6 +137,12 @@ class MRIFE(nn.Module):
         lam = self.ema_decay
         for t, s in zip(self.teacher.parameters(), self.student.parameters(), strict=True):
             t.mul_(lam).add_(s.detach(), alpha=1.0 - lam)
+
+    @torch.no_grad()
+    def restore_training_parts(self) -> None:
+        """After loading a checkpoint shipped without the student: restart it from the teacher (its EMA),
+        so fine-tuning begins where the teacher stands."""
+        self.student.load_state_dict(self.teacher.state_dict())
 
     def _to_blocks(self, features: torch.Tensor) -> torch.Tensor:
         factor = self.block // FEATURE_STRIDE

@@ -20,7 +20,7 @@ from engine.models.common import ConvBNReLU
 
 BACKGROUND, EDGE, INTERIOR = 0, 1, 2
 FEATURE_STRIDE = 8  # the encoders' output stride; one feature point per 8×8 pixel block
-BACKBONES = ("resnet101", "resnet50", "resnet34")
+BACKBONES = ("resnet101", "resnet50", "resnet34", "resnet18", "resnet10t")  # timm names
 
 
 class ASPP(nn.Module):

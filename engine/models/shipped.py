@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import InputError
+
+if TYPE_CHECKING:
+    from engine.models.checkpoint import ModelCard
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "models"
 INDEX = ASSETS / "index.json"
@@ -53,15 +57,15 @@ def ship(
 ) -> Path:
     """Copy a trained checkpoint into assets/models/ under `name`, with a 20-image check score.
 
-    Weights that would pass `max_bytes` are stored in fp16 (the card's `provenance.stored_as` says
-    so; loading casts them back). The card keeps the training provenance and gains
-    `metrics.val20_miou`: the mIoU of the stored file on the first 20 Bijie `val` images, which the
-    test suite recomputes to catch a broken export. Nothing appears in assets/models/ until the
-    stored file has been scored.
+    The parts only training uses (a distillation adapter, MRIFE's student) are left out (the card's
+    `provenance.left_out` names them); weights that would still pass `max_bytes` are stored in fp16
+    (`provenance.stored_as` says so; loading casts them back). The card keeps the training
+    provenance and gains `metrics.val20_miou`: the mIoU of the stored file on the first 20 Bijie
+    `val` images, which the test suite recomputes to catch a broken export. Nothing appears in
+    assets/models/ until the stored file has been scored.
     """
     import dataclasses
     import os
-    import shutil
     import tempfile
 
     from engine.models.checkpoint import ModelCard, card_path
@@ -75,11 +79,7 @@ def ship(
     target = ASSETS / f"{name}.safetensors"
     with tempfile.TemporaryDirectory(dir=ASSETS, prefix=".ship-") as scratch:
         staged = Path(scratch) / target.name
-        if source.stat().st_size > max_bytes:
-            _write_fp16(source, staged)
-            provenance["stored_as"] = "fp16"
-        else:
-            shutil.copyfile(source, staged)
+        provenance.update(_write_inference_weights(source, staged, card, max_bytes))
         atomic_write_text(card_path(staged), card.to_json())
         if card.in_channels == 3:
             score = evaluate_checkpoint(staged, dataset=check_dataset(bijie), precision="fp32")
@@ -102,19 +102,33 @@ def ship(
     return target
 
 
-def _write_fp16(source: Path, target: Path) -> None:
-    """The same tensors with every fp32 one stored as fp16, unless it holds values past fp16's range
-    (e.g. a large BatchNorm variance); integer buffers stay as they are."""
+def _write_inference_weights(source: Path, target: Path, card: ModelCard, max_bytes: int) -> dict[str, Any]:
+    """The tensors a prediction needs, in fp16 where fp32 would pass `max_bytes`; returns what the card's
+    provenance should say about the difference from `source`."""
     import safetensors.torch
     import torch
 
-    fp16_max = torch.finfo(torch.float16).max
-    tensors = safetensors.torch.load_file(str(source))
-    half = {
-        k: v.half() if v.dtype == torch.float32 and (v.numel() == 0 or v.abs().max() <= fp16_max) else v
-        for k, v in tensors.items()
-    }
-    safetensors.torch.save_file(half, str(target))
+    from engine.models import build_model
+    from engine.models.common import training_only
+
+    try:
+        tensors = safetensors.torch.load_file(str(source))
+    except (safetensors.SafetensorError, OSError) as exc:
+        raise InputError(source, f"weights are not readable ({str(exc).splitlines()[0]})") from exc
+    drop = training_only(build_model(card.architecture, card.in_channels, card.num_classes, **card.options))
+    kept = {k: v for k, v in tensors.items() if not k.startswith(drop)}
+    notes: dict[str, Any] = {"left_out": list(drop)} if len(kept) < len(tensors) else {}
+    if sum(v.numel() * v.element_size() for v in kept.values()) > max_bytes:
+        # every fp32 tensor as fp16, unless it holds values past fp16's range (e.g. a large BatchNorm
+        # variance); integer buffers stay as they are
+        fp16_max = torch.finfo(torch.float16).max
+        kept = {
+            k: v.half() if v.dtype == torch.float32 and (v.numel() == 0 or v.abs().max() <= fp16_max) else v
+            for k, v in kept.items()
+        }
+        notes["stored_as"] = "fp16"
+    safetensors.torch.save_file(kept, str(target))
+    return notes
 
 
 def check_dataset(bijie: Path):
