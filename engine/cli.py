@@ -74,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
     evaluate.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     evaluate.add_argument("--crf", action="store_true", help="with --model: score after DenseCRF")
+    evaluate.add_argument("--tta", action="store_true", help="with --model: average the four flips")
     evaluate.set_defaults(run=_evaluate)
     cli_train.add_commands(commands)
     cli_export.add_commands(commands)

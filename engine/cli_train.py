@@ -217,7 +217,7 @@ def evaluate_model(args: argparse.Namespace) -> int:
 
     metrics = evaluate_checkpoint(
         args.model, data=args.data, split=args.split, images=args.images, masks=args.masks,
-        device=args.device, precision=args.precision, crf=CrfParams() if args.crf else None,
+        device=args.device, precision=args.precision, crf=CrfParams() if args.crf else None, tta=args.tta,
     )  # fmt: skip
     print(json.dumps(metrics, indent=2))
     return 0

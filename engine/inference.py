@@ -298,12 +298,13 @@ def _ensemble(members: list[Member], tiles: np.ndarray, device, dtype, tta: bool
             .to(device)
             .contiguous(memory_format=torch.channels_last)
         )
-        p = _landslide_probability(member.model, x, device, dtype, tta)
+        p = landslide_probability(member.model, x, device, dtype, tta)
         total = p if total is None else total + p
     return (total / len(members)).float().cpu().numpy()
 
 
-def _landslide_probability(model: nn.Module, x: torch.Tensor, device, dtype, tta: bool) -> torch.Tensor:
+def landslide_probability(model: nn.Module, x: torch.Tensor, device, dtype, tta: bool) -> torch.Tensor:
+    """(N, H, W) landslide probability; with `tta`, the mean over the four flips of the input."""
     flips = [(), (-1,), (-2,), (-2, -1)] if tta else [()]
     total = 0
     for dims in flips:

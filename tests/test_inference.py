@@ -214,3 +214,18 @@ def test_a_scene_larger_than_the_memory_budget_is_processed(tmp_path, iburi_post
     with rasterio.open(tmp_path / "ours" / "mask.tif") as ds:
         assert (ds.width, ds.height) == (d.width, d.height) == (8192, 8192)
         assert ds.read(1, window=((4000, 4100), (4000, 4100))).shape == (100, 100)
+
+
+def test_flip_tta_averages_the_four_flips_back_in_place():
+    from engine.inference import landslide_probability
+
+    class LeftHalf(torch.nn.Module):  # landslide wherever the input's column is in the left half
+        def forward(self, x):
+            left = (torch.arange(x.shape[3]) < x.shape[3] // 2).float().expand(x.shape[0], *x.shape[2:])
+            return torch.stack([10.0 * (1 - left), 10.0 * left], dim=1)
+
+    x = torch.rand(1, 3, 8, 8)
+    plain = landslide_probability(LeftHalf(), x, torch.device("cpu"), torch.float32, tta=False)
+    assert plain[0, :, :4].min() > 0.99 and plain[0, :, 4:].max() < 0.01
+    averaged = landslide_probability(LeftHalf(), x, torch.device("cpu"), torch.float32, tta=True)
+    torch.testing.assert_close(averaged, torch.full_like(averaged, 0.5), atol=0.01, rtol=0)  # 2 of 4 flips

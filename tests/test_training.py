@@ -138,6 +138,10 @@ def test_evaluate_a_checkpoint_from_the_cli(tiny_bijie, tmp_path):
             assert metrics["images"] == 4 and metrics["miou"] == pytest.approx(result.best_miou, abs=1e-6)
         else:
             assert metrics["images"] == 14
+    out = subprocess.run([*command, "--tta"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads(out.stdout)
+    assert metrics["tta"] is True and metrics["images"] == 14 and 0.0 <= metrics["miou"] <= 1.0
 
 
 def test_a_non_finite_loss_skips_the_update():

@@ -10,8 +10,9 @@ import numpy as np
 import torch
 
 from engine.crf import CrfParams, refine
-from engine.devices import autocast, pick_device, resolve_precision
+from engine.devices import pick_device, resolve_precision
 from engine.errors import InputError
+from engine.inference import landslide_probability
 from engine.metrics import ConfusionMatrix
 from engine.models.checkpoint import load_model
 from engine.models.shipped import resolve_checkpoint
@@ -32,9 +33,11 @@ def evaluate_checkpoint(
     precision: str = "auto",
     dataset: Any = None,
     crf: CrfParams | None = None,
+    tta: bool = False,
 ) -> dict[str, Any]:
     """Metrics JSON (as `evaluate --pred/--truth` prints) of the model's argmax masks, whole images;
-    with `crf`, of the masks after DenseCRF post-processing."""
+    with `tta`, of the mean probability over the four flips; with `crf`, of the masks after DenseCRF
+    post-processing."""
     model, card = load_model(resolve_checkpoint(checkpoint))
     if dataset is None:
         dataset = _dataset(data, split, images, masks)
@@ -49,27 +52,28 @@ def evaluate_checkpoint(
     view = TrainingView(dataset, config, card.mean, card.std, train=False)
     model.to(torch_device, memory_format=torch.channels_last)
     loader = make_loader(view, 1, False, 0, 0, 0)
-    if crf is None:
+    if crf is None and not tta:
         matrix = evaluate(model, loader, torch_device, dtype)
     else:
-        matrix = _evaluate_with_crf(model, loader, torch_device, dtype, crf)
+        matrix = _evaluate_post_processed(model, loader, torch_device, dtype, crf, tta)
     result = {"model": str(checkpoint), "images": len(dataset), **matrix.to_json_dict()}
-    return result | ({"crf": asdict(crf)} if crf is not None else {})
+    return result | ({"crf": asdict(crf)} if crf is not None else {}) | ({"tta": True} if tta else {})
 
 
 @torch.inference_mode()
-def _evaluate_with_crf(model, loader, device, dtype, params: CrfParams) -> ConfusionMatrix:
+def _evaluate_post_processed(
+    model, loader, device, dtype, crf: CrfParams | None, tta: bool
+) -> ConfusionMatrix:
     model.eval()
     matrix = ConfusionMatrix()
     for batch in loader:
         batch = batch.to(device)
-        with autocast(device, dtype):
-            logits = model(batch.image)
-        probability = torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy()
+        probability = landslide_probability(model, batch.image, device, dtype, tta).cpu().numpy()
         images = batch.image.float().cpu().numpy()
         masks = batch.mask.cpu().numpy()
         for p, image, mask in zip(probability, images, masks, strict=True):
-            pred = (refine(p, image, params) >= 0.5).astype(np.int64)
+            refined = refine(p, image, crf) if crf is not None else p
+            pred = (refined >= 0.5).astype(np.int64)
             valid = mask != IGNORE
             matrix.update(pred[None], np.where(valid, mask, 0)[None], valid[None])
     return matrix
