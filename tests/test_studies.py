@@ -168,3 +168,23 @@ def test_a_recorded_checkpoint_gets_a_row_without_its_weights(tiny_bijie, tmp_pa
     assert row["name"] == "seg" and not row["shipped"] and row["miou"] == entry["metrics"]["miou"]
     assert row["card"].provenance == {"epoch": 4} and 3.0 < row["params_m"] < 4.5 and row["ms"] > 0
     assert recorded_rows(shipped={"seg"}, path=into) == []  # a shipped model is scored from its weights
+
+
+def test_the_gap_section_states_what_each_step_gave(tmp_path):
+    from types import SimpleNamespace
+
+    from engine.accuracy import gap_section
+
+    card = SimpleNamespace(provenance={"epoch": 20, "config": {"epochs": 32}})
+    rows = [{"name": "kda", "card": card, "miou": 0.7684}]
+    ablation = tmp_path / "ablation.json"
+    summary = {"teacher_architecture": "emr_hrnet", "rows": [{"distill": "none", "val_miou": 0.7582}]}
+    summary["rows"].append({"distill": "kda", "val_miou": 0.7684})
+    ablation.write_text(json.dumps(summary))
+    post = {(False, False): {"miou": 0.7684}, (True, False): {"miou": 0.7700}}
+    post |= {(False, True): {"miou": 0.7737}, (True, True): {"miou": 0.7750}}
+    text = "\n".join(gap_section(rows, ablation, post))
+    assert "kda 76.84 (best epoch 20 of 32)" in text
+    assert "from the emr_hrnet teacher, against none: kda +1.02" in text
+    assert "flip TTA +0.16, DenseCRF +0.53, both +0.66" in text
+    assert gap_section([{**rows[0], "miou": 0.825}], ablation, post) == []  # the goal is met: no gap
