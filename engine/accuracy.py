@@ -275,8 +275,8 @@ def post_processing_runs(checkpoint: Path, bijie: Path) -> dict[tuple[bool, bool
         (tta, crf): evaluate_checkpoint(
             checkpoint, data=bijie, split="val", precision="fp32", tta=tta, crf=CrfParams() if crf else None
         )
-        for tta in (False, True)
         for crf in (False, True)
+        for tta in (False, True)
     }
 
 
