@@ -22,8 +22,8 @@ from engine.models.checkpoint import ModelCard, load_model
 from engine.models.common import inference_parameter_count
 from engine.models.shipped import ASSETS, default_name, shipped_names
 from engine.store.files import atomic_write_text
+from engine.training.config import DISTILL_MODES, PSEUDO_MODES
 from engine.training.evaluate import evaluate_checkpoint
-from engine.training.studies import DISTILL_MODES
 
 # EMR-HRNet paper (Sensors 2024), Table 2: mIoU (%) on Bijie with its 6:2:2 split.
 PUBLISHED_BIJIE = {
@@ -263,6 +263,13 @@ def semi_supervised_section(path: Path) -> list[str]:
             continue
         cells = [f"{100 * table['round_0']:.2f}", *(f"{100 * v:.2f}" for v in values)]
         lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+    missing = [mode for mode in PSEUDO_MODES if mode not in table]
+    if missing:
+        lines += [
+            "",
+            f"Not finished yet: {', '.join(missing)} (their rows come when `bench semisup` is run again "
+            "with the same options; finished rounds are kept).",
+        ]
     return lines + _provenance(summary)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import InputError
-from engine.training.studies import DISTILL_MODES
+from engine.training.config import DISTILL_MODES, PSEUDO_MODES
 
 
 def add_commands(commands) -> None:
@@ -69,6 +69,10 @@ def add_study_commands(bench_kinds) -> None:
     semisup.add_argument("--rounds", type=int, default=3)
     semisup.add_argument("--initial-epochs", type=int, default=40, help="round 0's epochs")
     semisup.add_argument("--summary", type=Path, default=Path("docs/results/semi_supervised.json"))
+    semisup.add_argument(
+        "--modes", nargs="+", choices=PSEUDO_MODES, default=list(PSEUDO_MODES),
+        help="only these pseudo-label modes (separate processes, once round 0 exists; the table needs all)",
+    )  # fmt: skip
     _training_options(semisup, epochs=8)
     semisup.set_defaults(run=_semisup)
 
@@ -92,7 +96,8 @@ def _semisup(args: argparse.Namespace) -> int:
     config = config_from_args(args, 3, args.model)
     summary = semi_supervised(
         config, args.data, args.out, fraction=args.fraction, rounds=args.rounds,
-        initial_epochs=args.initial_epochs, round_args=args, seed=args.seed, progress=EpochPrinter(),
+        initial_epochs=args.initial_epochs, round_args=args, seed=args.seed, modes=tuple(args.modes),
+        progress=EpochPrinter(),
     )  # fmt: skip
     write_summary(summary, args.summary, _command_line())
     print(json.dumps(summary["miou"], indent=2))

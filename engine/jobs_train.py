@@ -32,9 +32,9 @@ from typing import Any
 from engine.errors import InputError
 from engine.jobs_core import Commit, JobContext, JobKind, format_duration
 from engine.store import Workspace, atomic_write, atomic_write_text
+from engine.training.config import PSEUDO_MODES
 
 MODES = ("finetune", "pseudo_label")
-PSEUDO_MODES = ("threshold", "top_percent", "mc_dropout")
 TRAINING_SOURCES = ("correction", "import")
 DEFAULTS: dict[str, Any] = {
     "base": "default",

@@ -108,6 +108,7 @@ def test_the_report_renders_the_study_summaries(tmp_path):
     (tmp_path / "s.json").write_text(json.dumps(semi))
     text = "\n".join(semi_supervised_section(tmp_path / "s.json"))
     assert "| threshold | 60.00 | 61.00 | 62.00 |" in text and "round 2" in text
+    assert "Not finished yet: top_percent, mc_dropout" in text
 
 
 def test_bench_ablation_can_train_only_some_arms(monkeypatch, tmp_path):
@@ -125,6 +126,24 @@ def test_bench_ablation_can_train_only_some_arms(monkeypatch, tmp_path):
     assert seen == {"modes": ("kd", "kda"), "distill_epochs": 2}
     with pytest.raises(SystemExit):
         cli.main(["bench", "ablation", "--teacher", "t", "--out", str(tmp_path), "--modes", "dino"])
+
+
+def test_bench_semisup_can_run_only_some_modes(monkeypatch, tmp_path):
+    from engine import cli
+
+    seen = {}
+
+    def fake_semi_supervised(config, data, out, **kwargs):
+        seen["modes"] = kwargs["modes"]
+        return {"study": "semi_supervised", "miou": {"round_0": 0.5}}
+
+    monkeypatch.setattr(studies, "semi_supervised", fake_semi_supervised)
+    argv = ["bench", "semisup", "--out", str(tmp_path), "--summary", str(tmp_path / "s.json")]
+    assert cli.main([*argv, "--modes", "mc_dropout"]) == 0
+    assert seen["modes"] == ("mc_dropout",)
+    assert cli.main(argv) == 0 and seen["modes"] == studies.PSEUDO_MODES
+    with pytest.raises(SystemExit):
+        cli.main([*argv, "--modes", "entropy"])
 
 
 def test_the_report_checks_the_goals_on_its_own_rows():

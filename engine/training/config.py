@@ -8,6 +8,7 @@ from typing import Any
 from engine.errors import InputError
 
 DISTILL_MODES = ("none", "kd", "kda")
+PSEUDO_MODES = ("threshold", "top_percent", "mc_dropout")  # how a pseudo-label round picks pixels
 NORMALISATIONS = ("dataset", "per_image")
 
 

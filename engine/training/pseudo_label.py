@@ -19,6 +19,7 @@ import torch
 from engine.errors import InputError
 from engine.models.checkpoint import load_model
 from engine.store import Workspace
+from engine.training.config import PSEUDO_MODES
 from engine.training.datasets import Labeled, UnlabeledPool
 from engine.training.method import IGNORE
 from engine.training.pseudo_select import (
@@ -96,7 +97,7 @@ def pseudo_labels(
             labels[key] = selected[start : start + p.size].reshape(p.shape)
             start += p.size
     elif mode != "mc_dropout":
-        raise InputError(f"--mode {mode}", "use threshold, top_percent or mc_dropout")
+        raise InputError(f"--mode {mode}", f"use one of {', '.join(PSEUDO_MODES)}")
     for key, mask in (human or {}).items():
         if key in labels:
             labels[key] = np.asarray(merge_with_human(labels[key], mask))

@@ -23,10 +23,7 @@ from typing import Any
 
 from engine.errors import InputError
 from engine.store.files import atomic_write_text
-from engine.training.config import TrainConfig
-
-DISTILL_MODES = ("none", "kd", "kda")
-PSEUDO_MODES = ("threshold", "top_percent", "mc_dropout")
+from engine.training.config import DISTILL_MODES, PSEUDO_MODES, TrainConfig
 
 
 def finished(checkpoint: Path) -> dict[str, Any] | None:
