@@ -164,6 +164,16 @@ def test_odd_batches_are_refused(base_model: MRIFE, batch: Batch) -> None:
         m.train_step(Batch(batch.image[:3], batch.mask[:3]))
 
 
+def test_the_optimizer_option_is_honoured(base_model: MRIFE) -> None:
+    """`--optimizer adamw` trains with AdamW (the card records the config, so it must be what ran)."""
+    m = MRIFEMethod(base_model, config(optimizer="adamw", lr=1e-3), CPU, torch.float32, 10)
+    opt = m.optimizers["model"]
+    assert isinstance(opt, torch.optim.AdamW) and opt.param_groups[0]["lr"] == pytest.approx(1e-3)
+    assert opt.defaults["weight_decay"] == 5e-4  # the paper's decay still applies unless set
+    with pytest.raises(ValueError, match="adamw or sgd"):
+        MRIFEMethod(base_model, config(optimizer="lamb"), CPU, torch.float32, 10)
+
+
 def test_steps_are_finite_and_the_teacher_follows_by_ema(base_model: MRIFE, batch: Batch) -> None:
     torch.manual_seed(0)
     # a large lr moves the student far enough for the EMA check to tell λ from any other mix

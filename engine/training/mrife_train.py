@@ -23,8 +23,9 @@ Readings of the paper, where it leaves a choice open:
   by its mid-rank CDF, rescaled to zero mean and unit variance so the network keeps the scale it is fed
   otherwise. Ranks do not change under a per-band affine normalisation, so this equals equalising the
   raw bands.
-- Optimiser (IV, Table II): SGD, lr 0.007, momentum 0.9, weight decay 5e-4. The paper names no
-  schedule; DeepLab's poly decay (power 0.9) from lr to lr_end (default 0) over the run, per batch.
+- Optimiser (IV, Table II): SGD, lr 0.007, momentum 0.9, weight decay 5e-4, unless `--optimizer`
+  names another (AdamW learns faster from random weights). The paper names no schedule: DeepLab's
+  poly decay (power 0.9) from lr to lr_end (default 0) over the run, per batch.
 - EMA (Eq. 1) with the model's λ (0.996) after every optimiser step, through `after_step`.
 """
 
@@ -39,6 +40,7 @@ from torch import nn
 from engine.errors import InputError
 from engine.training.config import TrainConfig
 from engine.training.method import IGNORE, Batch, Method
+from engine.training.supervised import build_optimizer
 
 LR = 7e-3
 WEIGHT_DECAY = 5e-4
@@ -154,8 +156,11 @@ class MRIFEMethod(Method):
         self.trainable = [p for p in model.parameters() if p.requires_grad]  # the EMA teacher is frozen
         start = config.lr if config.lr is not None else LR
         end = config.lr_end if config.lr_end is not None else 0.0
-        decay = config.weight_decay if config.weight_decay is not None else WEIGHT_DECAY
-        opt = torch.optim.SGD(self.trainable, lr=start, momentum=config.momentum, weight_decay=decay)
+        paper = config.replace(
+            optimizer=config.optimizer or "sgd",
+            weight_decay=config.weight_decay if config.weight_decay is not None else WEIGHT_DECAY,
+        )
+        opt = build_optimizer(paper, [{"params": self.trainable, "lr": start}])
         steps = config.epochs * steps_per_epoch
         self.optimizers["model"], self.schedulers["model"] = opt, poly_schedule(opt, start, end, steps)
 

@@ -50,19 +50,23 @@ def backbone_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in encoder.parameters() if p.requires_grad] if encoder is not None else []
 
 
+def build_optimizer(config: TrainConfig, param_groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    """`config.optimizer` (sgd with `config.momentum`, or adamw) with `config.weight_decay`."""
+    decay = config.weight_decay or 0.0
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            param_groups, lr=param_groups[0]["lr"], momentum=config.momentum, weight_decay=decay
+        )
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(param_groups, lr=param_groups[0]["lr"], weight_decay=decay)
+    raise ValueError(f"unknown optimizer {config.optimizer!r}; use adamw or sgd")
+
+
 def make_optimizer(
     config: TrainConfig, groups: list[tuple[list[nn.Parameter], float, float]], total_steps: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """An optimiser over (parameters, lr, lr_end) groups, with a cosine decay from lr to lr_end per group."""
-    param_groups = [{"params": params, "lr": lr} for params, lr, _ in groups if params]
-    if config.optimizer == "sgd":
-        optimizer = torch.optim.SGD(
-            param_groups, lr=groups[0][1], momentum=config.momentum, weight_decay=config.weight_decay or 0.0
-        )
-    elif config.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(param_groups, lr=groups[0][1], weight_decay=config.weight_decay or 0.0)
-    else:
-        raise ValueError(f"unknown optimizer {config.optimizer!r}; use adamw or sgd")
+    optimizer = build_optimizer(config, [{"params": params, "lr": lr} for params, lr, _ in groups if params])
     ends = [end for params, _, end in groups if params]
     starts = [g["lr"] for g in optimizer.param_groups]
     steps = max(1, total_steps)
