@@ -86,7 +86,7 @@ def test_semi_supervised_rounds_then_a_rerun_trains_nothing(tiny_bijie, tmp_path
 
 
 def test_the_report_renders_the_study_summaries(tmp_path):
-    from engine.accuracy import ablation_section, semi_supervised_section
+    from engine.accuracy_studies import ablation_section, semi_supervised_section
 
     assert "Not run yet" in ablation_section(tmp_path / "missing.json")[-1]
     meta = {"command": "python -m engine bench x", "commit": "abc", "machine": "cpu", "date": "2026-11-21"}
