@@ -112,8 +112,8 @@ def multispectral_section() -> list[str]:
         "model is the fold whose own score is closest to the pooled one (chosen by that rule, not by score).",
         "",
         "| model | pooled mIoU | pooled IoU | pooled F1 | all-background mIoU | shipped fold "
-        "| its fold mIoU |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| its fold mIoU | its best epoch | wall time to it | device |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for name in shipped_names():
         card = ModelCard.from_file(ASSETS / f"{name}.json")
@@ -121,10 +121,15 @@ def multispectral_section() -> list[str]:
         if card.in_channels == 3 or pooled is None:
             continue
         background = card.metrics["kfold_all_background"]
-        fold = f"{card.provenance.get('fold')} | {100 * card.metrics['miou']:.2f}"
+        p = card.provenance
+        fold = f"{p.get('fold')} | {100 * card.metrics['miou']:.2f}"
+        run = (
+            f"{p.get('epoch', '?')} / {p.get('config', {}).get('epochs', '?')} "
+            f"| {p.get('wall_time_s', 0) / 60:.0f} min | {p.get('device', '?')} ({p.get('precision', '?')})"
+        )
         lines.append(
             f"| {name} | {100 * pooled['miou']:.2f} | {100 * pooled['iou']:.2f} | {100 * pooled['f1']:.2f} "
-            f"| {100 * background['miou']:.2f} | {fold} |"
+            f"| {100 * background['miou']:.2f} | {fold} | {run} |"
         )
         lines += ["", f"Command: `{card.provenance.get('command')}`"]
     return lines

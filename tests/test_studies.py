@@ -207,3 +207,16 @@ def test_the_gap_section_states_what_each_step_gave(tmp_path):
     assert "from the emr_hrnet teacher, against none: kda +1.02" in text
     assert "flip TTA +0.16, DenseCRF +0.53, both +0.66" in text
     assert gap_section([{**rows[0], "miou": 0.825}], ablation, post) == []  # the goal is met: no gap
+
+
+def test_the_multispectral_section_has_a_row_per_shipped_14_band_model():
+    from engine.accuracy_studies import multispectral_section
+    from engine.models.shipped import ASSETS, shipped_names
+
+    text = "\n".join(multispectral_section())
+    for name in shipped_names():
+        card = json.loads((ASSETS / f"{name}.json").read_text())
+        if card["in_channels"] != 3:
+            pooled = 100 * card["metrics"]["kfold_pooled"]["miou"]
+            assert f"| {name} | {pooled:.2f} |" in text
+            assert f"| {card['provenance']['device']} (" in text  # the run's device and epochs are stated
