@@ -22,6 +22,14 @@ def _provenance(summary: dict[str, Any]) -> list[str]:
     ]
 
 
+def _summary(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _not_run(command: str, path: Path) -> str:
+    return f"Not run yet: `{command}` writes {path.name} in docs/results/."
+
+
 def ablation_section(path: Path) -> list[str]:
     lines = [
         "## KDA ablation (KDA paper, Table III, our version)",
@@ -31,10 +39,9 @@ def ablation_section(path: Path) -> list[str]:
         "both from the same teacher. Bijie val, %.",
         "",
     ]
-    if not path.is_file():
-        command = "python -m engine bench ablation --teacher T --out DIR"
-        return [*lines, f"Not run yet: `{command}` writes {path.name} in docs/results/."]
-    summary = json.loads(path.read_text())
+    summary = _summary(path)
+    if summary is None:
+        return [*lines, _not_run("python -m engine bench ablation --teacher T --out DIR", path)]
     lines += [
         f"Teacher: `{Path(summary['teacher']).name}`" + _teacher_scores(summary) + ".",
         "",
@@ -73,10 +80,9 @@ def semi_supervised_section(path: Path) -> list[str]:
         "mIoU, %.",
         "",
     ]
-    if not path.is_file():
-        command = "python -m engine bench semisup --out DIR"
-        return [*lines, f"Not run yet: `{command}` writes {path.name} in docs/results/."]
-    summary = json.loads(path.read_text())
+    summary = _summary(path)
+    if summary is None:
+        return [*lines, _not_run("python -m engine bench semisup --out DIR", path)]
     table = summary["miou"]
     rounds = summary["rounds"]
     lines += [
