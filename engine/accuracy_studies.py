@@ -129,13 +129,14 @@ def multispectral_section() -> list[str]:
         background = card.metrics["kfold_all_background"]
         p = card.provenance
         fold = f"{p.get('fold')} | {100 * card.metrics['miou']:.2f}"
+        wall = f"{p['wall_time_s'] / 60:.0f} min" if "wall_time_s" in p else "?"
         run = (
             f"{p.get('epoch', '?')} / {p.get('config', {}).get('epochs', '?')} "
-            f"| {p.get('wall_time_s', 0) / 60:.0f} min | {p.get('device', '?')} ({p.get('precision', '?')})"
+            f"| {wall} | {p.get('device', '?')} ({p.get('precision', '?')})"
         )
         lines.append(
             f"| {name} | {100 * pooled['miou']:.2f} | {100 * pooled['iou']:.2f} | {100 * pooled['f1']:.2f} "
             f"| {100 * background['miou']:.2f} | {fold} | {run} |"
         )
-        lines += ["", f"Command: `{card.provenance.get('command')}`"]
+        lines += ["", f"Command: `{p.get('command')}`"]
     return lines
