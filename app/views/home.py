@@ -45,9 +45,27 @@ else:
             st.rerun()  # the counts above were read before the import
 
 
+def open_demo_when_ready(job_id: int) -> None:
+    """On success, open the Review page on the demo scene. This runs in a full run of the page: a page
+    switch from inside the timed fragment below races the fragment's next tick, which can leave the
+    Review page blank."""
+    try:
+        job = api.job_status(workspace, job_id)
+    except ScarpError:
+        state.set_demo_job(None)
+        return
+    if job.status == "succeeded":
+        state.set_demo_job(None)
+        state.set_review_scene(int(job.params["scene_id"]))
+        st.switch_page(REVIEW_PAGE)
+
+
 @st.fragment(run_every=1.0)
-def demo_progress(job_id: int) -> None:
-    """Follows the demo's job; on success it opens the Review page, on failure it says why in words."""
+def demo_progress() -> None:
+    """Follows the demo's job; on success it hands over to a full run (above), on failure it says why."""
+    job_id = state.demo_job()
+    if job_id is None:  # already handled: a tick can still come after the page has moved on
+        return
     try:
         job = api.job_status(workspace, job_id)
     except ScarpError:
@@ -55,10 +73,8 @@ def demo_progress(job_id: int) -> None:
         return
     report = api.job_report(job)
     if job.status == "succeeded":
-        state.set_demo_job(None)
-        state.set_review_scene(int(job.params["scene_id"]))
         st.success("The landslide map is ready.")
-        st.switch_page(REVIEW_PAGE)
+        st.rerun()
     elif job.status == "failed":
         st.error(f"The demo prediction failed: {report.error or report.text}")
         if st.button("Close", key=state.widget_key("home", "demo-close")):
@@ -72,4 +88,5 @@ def demo_progress(job_id: int) -> None:
 
 
 if state.demo_job() is not None:
-    demo_progress(state.demo_job())
+    open_demo_when_ready(state.demo_job())
+    demo_progress()

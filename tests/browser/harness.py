@@ -51,7 +51,9 @@ def map_frame(page, selector: str, timeout: float = 60.0):
                 continue
         page.wait_for_timeout(250)
     urls = [frame.url for frame in page.frames]
-    raise AssertionError(f"no map frame with {selector} after {timeout:.0f} s; frames: {urls}")
+    shown = " | ".join(page.locator("body").inner_text().split())[-1500:]  # an error, a notice
+    page.screenshot(path="/tmp/map-frame-failure.png")
+    raise AssertionError(f"no map frame with {selector} after {timeout:.0f} s; frames: {urls}; page:\n{shown}")
 
 
 @dataclass(frozen=True)

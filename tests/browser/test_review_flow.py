@@ -102,6 +102,7 @@ def test_demo_then_presentation_mode_swipes_between_pre_and_post_event(page):
     page.get_by_role("link", name="Home").click()
     page.get_by_role("button", name="Try it on a real scene").click()
     expect(page.get_by_text("Presentation mode")).to_be_visible(timeout=240_000)
+    settle(page, timeout=120)
     map_frame(page, "img.leaflet-image-layer")
     page.get_by_text("Presentation mode").click()
     expect(page.locator(".scarp-presentation-caption")).to_contain_text("landslide", timeout=30_000)
