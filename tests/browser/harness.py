@@ -51,9 +51,8 @@ def map_frame(page, selector: str, timeout: float = 60.0):
                 continue
         page.wait_for_timeout(250)
     urls = [frame.url for frame in page.frames]
-    shown = " | ".join(page.locator("body").inner_text().split())[-1500:]  # an error, a notice
-    page.screenshot(path="/tmp/map-frame-failure.png")
-    raise AssertionError(f"no map frame with {selector} after {timeout:.0f} s; frames: {urls}; page:\n{shown}")
+    shown = " ".join(page.locator("body").inner_text().split())[-1500:]  # an error, a notice, or nothing
+    raise AssertionError(f"no map frame with {selector} in {timeout:.0f} s; frames {urls}; shows {shown!r}")
 
 
 @dataclass(frozen=True)
