@@ -45,31 +45,23 @@ else:
             st.rerun()  # the counts above were read before the import
 
 
-def open_demo_when_ready(job_id: int) -> None:
-    """On success, open the Review page on the demo scene. This runs in a full run of the page: a page
-    switch from inside the timed fragment below races the fragment's next tick, which can leave the
-    Review page blank."""
+def watched_demo_job():
+    """The demo's job while Home watches it; None when there is none (or it has gone from the workspace)."""
+    job_id = state.demo_job()
+    if job_id is None:
+        return None
     try:
-        job = api.job_status(workspace, job_id)
+        return api.job_status(workspace, job_id)
     except ScarpError:
         state.set_demo_job(None)
-        return
-    if job.status == "succeeded":
-        state.set_demo_job(None)
-        state.set_review_scene(int(job.params["scene_id"]))
-        st.switch_page(REVIEW_PAGE)
+        return None
 
 
 @st.fragment(run_every=1.0)
 def demo_progress() -> None:
-    """Follows the demo's job; on success it hands over to a full run (above), on failure it says why."""
-    job_id = state.demo_job()
-    if job_id is None:  # already handled: a tick can still come after the page has moved on
-        return
-    try:
-        job = api.job_status(workspace, job_id)
-    except ScarpError:
-        state.set_demo_job(None)
+    """Follows the demo's job; on success it hands over to a full run of the page, on failure it says why."""
+    job = watched_demo_job()
+    if job is None:  # already handled: a tick can still come after the page has moved on
         return
     report = api.job_report(job)
     if job.status == "succeeded":
@@ -87,6 +79,12 @@ def demo_progress() -> None:
         st.progress(min(max(report.progress, 0.0), 1.0), text=f"{report.stage}: {report.text}")
 
 
-if state.demo_job() is not None:
-    open_demo_when_ready(state.demo_job())
+# The page switch on success runs here, in a full run of the page: a switch from inside the timed
+# fragment races the fragment's next tick, which can leave the Review page blank.
+demo = watched_demo_job()
+if demo is not None and demo.status == "succeeded":
+    state.set_demo_job(None)
+    state.set_review_scene(int(demo.params["scene_id"]))
+    st.switch_page(REVIEW_PAGE)
+if demo is not None:
     demo_progress()
