@@ -154,7 +154,7 @@ def report(bijie: Path, checkpoints: list[Path] | None = None) -> str:
     plain = next((r for r in rows if default is not None and r["name"] == default.stem), None)
     post = post_processing_runs(default, bijie, plain) if default is not None else {}
     lines += ["", *ablation_section(RESULTS / "kda_ablation.json")]
-    lines += ["", *semi_supervised_section(RESULTS / "semi_supervised.json")]
+    lines += ["", *semi_supervised_section(RESULTS / "semi_supervised.json", RESULTS / "kda_ablation.json")]
     if default is not None:
         lines += ["", *post_processing_section(default.stem, post)]
     lines += ["", *gap_section(rows, RESULTS / "kda_ablation.json", post)]

@@ -70,7 +70,9 @@ def _teacher_scores(summary: dict[str, Any]) -> str:
     return f" ({summary['teacher_architecture']}, val mIoU {100 * summary['teacher_miou']:.2f})"
 
 
-def semi_supervised_section(path: Path) -> list[str]:
+def semi_supervised_section(path: Path, ablation: Path) -> list[str]:
+    """The pseudo-label table, the share of pool pixels each round kept, and the full-label reference
+    (the ablation's run without distillation: the same student and recipe with every train label)."""
     lines = [
         "## Semi-supervised pseudo-label benchmark",
         "",
@@ -97,6 +99,24 @@ def semi_supervised_section(path: Path) -> list[str]:
             continue
         cells = [f"{100 * table['round_0']:.2f}", *(f"{100 * v:.2f}" for v in values)]
         lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+    reference = _full_label_miou(ablation)
+    if reference is not None:
+        lines += [
+            "",
+            "For comparison, all train labels, same student and recipe (KDA ablation, no distillation): "
+            f"{100 * reference:.2f}.",
+        ]
+    records = summary.get("records", {})
+    if records:
+        lines += [
+            "",
+            "Share of the unlabelled pool's pixels each round kept as pseudo-labels, %:",
+            "",
+            "| mode | " + " | ".join(f"round {i}" for i in range(1, rounds + 1)) + " |",
+            "|---|" + "---:|" * rounds,
+        ]
+        for mode, rows in records.items():
+            lines.append(f"| {mode} | " + " | ".join(f"{100 * r['selected']:.1f}" for r in rows) + " |")
     missing = [mode for mode in PSEUDO_MODES if mode not in table]
     if missing:
         lines += [
@@ -105,6 +125,12 @@ def semi_supervised_section(path: Path) -> list[str]:
             "with the same options; finished rounds are kept).",
         ]
     return lines + _provenance(summary)
+
+
+def _full_label_miou(ablation: Path) -> float | None:
+    summary = _summary(ablation)
+    rows = [] if summary is None else [row for row in summary["rows"] if row["distill"] == "none"]
+    return rows[0]["val_miou"] if rows else None
 
 
 def multispectral_section() -> list[str]:

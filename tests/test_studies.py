@@ -101,13 +101,20 @@ def test_the_report_renders_the_study_summaries(tmp_path):
     assert "| kda | 70.00 | 50.00 |" in text and "`python -m engine bench x`" in text
     assert "Not finished yet: none, kd (their rows come" in text  # a partial table says what it lacks
     assert "Teacher: `emr.safetensors` (emr_hrnet, val mIoU 74.24)." in text
+    kept = [{"round": 1, "selected": 0.9}, {"round": 2, "selected": 0.925}]
     semi = {
         "miou": {"round_0": 0.6, "threshold": [0.61, 0.62]}, "rounds": 2, "labelled_images": 5,
-        "initial_epochs": 4, "round_epochs": 2, **meta,
+        "initial_epochs": 4, "round_epochs": 2, "records": {"threshold": kept}, **meta,
     }  # fmt: skip
     (tmp_path / "s.json").write_text(json.dumps(semi))
-    text = "\n".join(semi_supervised_section(tmp_path / "s.json"))
+    text = "\n".join(semi_supervised_section(tmp_path / "s.json", ablation=tmp_path / "a.json"))
     assert "| threshold | 60.00 | 61.00 | 62.00 |" in text and "round 2" in text
+    assert "| threshold | 90.0 | 92.5 |" in text  # share of the pool's pixels each round kept
+    assert "all train labels" not in text  # the ablation has no arm without distillation to compare with
+    ablation["rows"].append({"distill": "none", **row, **scores, "val_miou": 0.75})
+    (tmp_path / "a.json").write_text(json.dumps(ablation))
+    text = "\n".join(semi_supervised_section(tmp_path / "s.json", ablation=tmp_path / "a.json"))
+    assert "all train labels, same student and recipe (KDA ablation, no distillation): 75.00" in text
     assert "Not finished yet: top_percent, mc_dropout" in text
 
 
