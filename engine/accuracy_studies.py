@@ -89,7 +89,7 @@ def semi_supervised_section(path: Path, ablation: Path) -> list[str]:
     rounds = summary["rounds"]
     lines += [
         f"{summary['labelled_images']} labelled images; round 0: {summary['initial_epochs']} epochs, "
-        f"each pseudo-label round: {summary['round_epochs']} epochs.",
+        f"each pseudo-label round: {summary['round_epochs']} epochs" + _round_rate(summary) + ".",
         "",
         "| mode | " + " | ".join(f"round {i}" for i in range(rounds + 1)) + " |",
         "|---|" + "---:|" * (rounds + 1),
@@ -125,6 +125,13 @@ def semi_supervised_section(path: Path, ablation: Path) -> list[str]:
             "with the same options; finished rounds are kept).",
         ]
     return lines + _provenance(summary)
+
+
+def _round_rate(summary: dict[str, Any]) -> str:
+    lr = summary.get("round_lr")
+    if lr is None:
+        return ""
+    return f", fine-tuned from the previous round at a learning rate of {lr:g} → {lr / 100:g}"
 
 
 def _full_label_miou(ablation: Path) -> float | None:

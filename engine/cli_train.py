@@ -10,7 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import InputError
+from engine.jobs_train import DEFAULTS as JOB_DEFAULTS
 from engine.training.config import DISTILL_MODES, PSEUDO_MODES
+
+FINETUNE_LR = JOB_DEFAULTS["lr"]  # pseudo-label rounds fine-tune as the app's jobs do
 
 
 def add_commands(commands) -> None:
@@ -73,6 +76,11 @@ def add_study_commands(bench_kinds) -> None:
         "--modes", nargs="+", choices=PSEUDO_MODES, default=list(PSEUDO_MODES),
         help="only these pseudo-label modes (separate processes, once round 0 exists; the table needs all)",
     )  # fmt: skip
+    semisup.add_argument(
+        "--round-lr", type=float, default=FINETUNE_LR,
+        help="the pseudo-label rounds' fine-tuning rate, head and encoder, decaying to 1/100 of it "
+        "(default: the app's fine-tune rate; --lr and its kin set round 0's)",
+    )  # fmt: skip
     _training_options(semisup, epochs=8)
     semisup.set_defaults(run=_semisup)
 
@@ -94,12 +102,15 @@ def _semisup(args: argparse.Namespace) -> int:
     from engine.training.studies import semi_supervised, write_summary
 
     config = config_from_args(args, 3, args.model)
+    lr, end = args.round_lr, args.round_lr / 100
+    round_args = argparse.Namespace(**{**vars(args), "lr": lr, "backbone_lr": lr, "lr_end": end})
+    round_args.backbone_lr_end = end
     summary = semi_supervised(
         config, args.data, args.out, fraction=args.fraction, rounds=args.rounds,
-        initial_epochs=args.initial_epochs, round_args=args, seed=args.seed, modes=tuple(args.modes),
-        progress=EpochPrinter(),
+        initial_epochs=args.initial_epochs, round_args=round_args, seed=args.seed,
+        modes=tuple(args.modes), progress=EpochPrinter(),
     )  # fmt: skip
-    write_summary(summary, args.summary, _command_line())
+    write_summary({**summary, "round_lr": lr}, args.summary, _command_line())
     print(json.dumps(summary["miou"], indent=2))
     return 0
 

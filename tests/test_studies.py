@@ -109,12 +109,16 @@ def test_the_report_renders_the_study_summaries(tmp_path):
     (tmp_path / "s.json").write_text(json.dumps(semi))
     text = "\n".join(semi_supervised_section(tmp_path / "s.json", ablation=tmp_path / "a.json"))
     assert "| threshold | 60.00 | 61.00 | 62.00 |" in text and "round 2" in text
+    assert "each pseudo-label round: 2 epochs." in text  # a summary from before rounds had their own rate
     assert "| threshold | 90.0 | 92.5 |" in text  # share of the pool's pixels each round kept
     assert "all train labels" not in text  # the ablation has no arm without distillation to compare with
     ablation["rows"].append({"distill": "none", **row, **scores, "val_miou": 0.75})
     (tmp_path / "a.json").write_text(json.dumps(ablation))
     text = "\n".join(semi_supervised_section(tmp_path / "s.json", ablation=tmp_path / "a.json"))
     assert "all train labels, same student and recipe (KDA ablation, no distillation): 75.00" in text
+    (tmp_path / "s.json").write_text(json.dumps({**semi, "round_lr": 1e-4}))
+    text = "\n".join(semi_supervised_section(tmp_path / "s.json", ablation=tmp_path / "a.json"))
+    assert "2 epochs, fine-tuned from the previous round at a learning rate of 0.0001 → 1e-06." in text
     assert "Not finished yet: top_percent, mc_dropout" in text
 
 
@@ -141,13 +145,19 @@ def test_bench_semisup_can_run_only_some_modes(monkeypatch, tmp_path):
     seen = {}
 
     def fake_semi_supervised(config, data, out, **kwargs):
-        seen["modes"] = kwargs["modes"]
+        seen["modes"], seen["lr"], seen["round"] = kwargs["modes"], config.lr, kwargs["round_args"]
         return {"study": "semi_supervised", "miou": {"round_0": 0.5}}
 
     monkeypatch.setattr(studies, "semi_supervised", fake_semi_supervised)
     argv = ["bench", "semisup", "--out", str(tmp_path), "--summary", str(tmp_path / "s.json")]
-    assert cli.main([*argv, "--modes", "mc_dropout"]) == 0
+    assert cli.main([*argv, "--modes", "mc_dropout", "--lr", "6e-4"]) == 0
     assert seen["modes"] == ("mc_dropout",)
+    # round 0 trains at --lr; the rounds fine-tune at the app's fine-tune rate, head and encoder alike
+    rounds = seen["round"]
+    assert seen["lr"] == 6e-4 and rounds.lr == rounds.backbone_lr == 1e-4
+    assert rounds.lr_end == rounds.backbone_lr_end == pytest.approx(1e-6)
+    assert json.loads((tmp_path / "s.json").read_text())["round_lr"] == 1e-4
+    assert cli.main([*argv, "--round-lr", "3e-5"]) == 0 and seen["round"].lr == 3e-5
     assert cli.main(argv) == 0 and seen["modes"] == studies.PSEUDO_MODES
     with pytest.raises(SystemExit):
         cli.main([*argv, "--modes", "entropy"])
