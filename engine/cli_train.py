@@ -10,10 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import InputError
-from engine.jobs_train import DEFAULTS as JOB_DEFAULTS
-from engine.training.config import DISTILL_MODES, PSEUDO_MODES
-
-FINETUNE_LR = JOB_DEFAULTS["lr"]  # pseudo-label rounds fine-tune as the app's jobs do
+from engine.training.config import DISTILL_MODES, FINETUNE_LR, PSEUDO_MODES, finetune_rates
 
 
 def add_commands(commands) -> None:
@@ -102,15 +99,13 @@ def _semisup(args: argparse.Namespace) -> int:
     from engine.training.studies import semi_supervised, write_summary
 
     config = config_from_args(args, 3, args.model)
-    lr, end = args.round_lr, args.round_lr / 100
-    round_args = argparse.Namespace(**{**vars(args), "lr": lr, "backbone_lr": lr, "lr_end": end})
-    round_args.backbone_lr_end = end
+    round_args = argparse.Namespace(**{**vars(args), **finetune_rates(args.round_lr)})
     summary = semi_supervised(
         config, args.data, args.out, fraction=args.fraction, rounds=args.rounds,
         initial_epochs=args.initial_epochs, round_args=round_args, seed=args.seed,
         modes=tuple(args.modes), progress=EpochPrinter(),
     )  # fmt: skip
-    write_summary({**summary, "round_lr": lr}, args.summary, _command_line())
+    write_summary(summary, args.summary, _command_line())
     print(json.dumps(summary["miou"], indent=2))
     return 0
 

@@ -32,7 +32,7 @@ from typing import Any
 from engine.errors import InputError
 from engine.jobs_core import Commit, JobContext, JobKind, format_duration
 from engine.store import Workspace, atomic_write, atomic_write_text
-from engine.training.config import PSEUDO_MODES
+from engine.training.config import FINETUNE_LR, PSEUDO_MODES, finetune_rates
 
 MODES = ("finetune", "pseudo_label")
 TRAINING_SOURCES = ("correction", "import")
@@ -43,7 +43,7 @@ DEFAULTS: dict[str, Any] = {
     "pseudo_mode": "threshold",
     "threshold": 0.7,
     "epochs": 5,
-    "lr": 1e-4,
+    "lr": FINETUNE_LR,
     "batch": 8,
     "size": 256,
     "precision": "auto",
@@ -168,10 +168,7 @@ def run(context: JobContext) -> Commit:
         epochs=params["epochs"],
         batch_size=params["batch"],
         size=params["size"],
-        lr=params["lr"],
-        backbone_lr=params["lr"],
-        lr_end=params["lr"] / 100,
-        backbone_lr_end=params["lr"] / 100,
+        **finetune_rates(params["lr"]),
         precision=params["precision"],
         patience=max(params["epochs"], 1),
         normalisation="per_image" if card.mean is None else "dataset",

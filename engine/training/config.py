@@ -9,7 +9,15 @@ from engine.errors import InputError
 
 DISTILL_MODES = ("none", "kd", "kda")
 PSEUDO_MODES = ("threshold", "top_percent", "mc_dropout")  # how a pseudo-label round picks pixels
+FINETUNE_LR = 1e-4  # starting from a trained model: the app's training jobs and the pseudo-label rounds
+
+
 NORMALISATIONS = ("dataset", "per_image")
+
+
+def finetune_rates(lr: float) -> dict[str, float]:
+    """Fine-tuning's learning rates: head and encoder alike, decaying to 1/100 of `lr`."""
+    return {"lr": lr, "backbone_lr": lr, "lr_end": lr / 100, "backbone_lr_end": lr / 100}
 
 
 @dataclass(frozen=True)

@@ -166,6 +166,7 @@ def semi_supervised(
         "rounds": rounds,
         "initial_epochs": initial_epochs,
         "round_epochs": round_args.epochs,
+        "round_lr": round_args.lr,
         "config": config.to_dict(),
         "miou": table,
         "records": records,
