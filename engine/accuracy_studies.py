@@ -99,6 +99,7 @@ def semi_supervised_section(path: Path, ablation: Path) -> list[str]:
             continue
         cells = [f"{100 * table['round_0']:.2f}", *(f"{100 * v:.2f}" for v in values)]
         lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+    lines += _best_round(table)
     reference = _full_label_miou(ablation)
     if reference is not None:
         lines += [
@@ -125,6 +126,23 @@ def semi_supervised_section(path: Path, ablation: Path) -> list[str]:
             "with the same options; finished rounds are kept).",
         ]
     return lines + _provenance(summary)
+
+
+def _best_round(table: dict[str, Any]) -> list[str]:
+    """The best pseudo-label round of any mode, against round 0."""
+    rounds = [
+        (value, mode, index)
+        for mode, values in table.items()
+        if mode != "round_0"
+        for index, value in enumerate(values, start=1)
+    ]
+    if not rounds:
+        return []
+    best, mode, index = max(rounds)
+    gap = 100 * (best - table["round_0"])
+    side = "above" if gap >= 0 else "below"
+    best_line = f"Best pseudo-label round: {mode} round {index}, {100 * best:.2f}"
+    return ["", f"{best_line} ({abs(gap):.2f} {side} round 0)."]
 
 
 def _round_rate(summary: dict[str, Any]) -> str:

@@ -111,6 +111,7 @@ def test_the_report_renders_the_study_summaries(tmp_path):
     assert "| threshold | 60.00 | 61.00 | 62.00 |" in text and "round 2" in text
     assert "each pseudo-label round: 2 epochs." in text  # a summary from before rounds had their own rate
     assert "| threshold | 90.0 | 92.5 |" in text  # share of the pool's pixels each round kept
+    assert "Best pseudo-label round: threshold round 2, 62.00 (2.00 above round 0)." in text
     assert "all train labels" not in text  # the ablation has no arm without distillation to compare with
     ablation["rows"].append({"distill": "none", **row, **scores, "val_miou": 0.75})
     (tmp_path / "a.json").write_text(json.dumps(ablation))
@@ -120,6 +121,10 @@ def test_the_report_renders_the_study_summaries(tmp_path):
     text = "\n".join(semi_supervised_section(tmp_path / "s.json", ablation=tmp_path / "a.json"))
     assert "2 epochs, fine-tuned from the previous round at a learning rate of 0.0001 → 1e-06." in text
     assert "Not finished yet: top_percent, mc_dropout" in text
+    worse = {**semi, "miou": {"round_0": 0.7, "threshold": [0.65, 0.66], "top_percent": [0.68, 0.67]}}
+    (tmp_path / "s.json").write_text(json.dumps(worse))
+    text = "\n".join(semi_supervised_section(tmp_path / "s.json", ablation=tmp_path / "a.json"))
+    assert "Best pseudo-label round: top_percent round 1, 68.00 (2.00 below round 0)." in text
 
 
 def test_bench_ablation_can_train_only_some_arms(monkeypatch, tmp_path):
