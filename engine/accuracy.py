@@ -287,5 +287,4 @@ HONESTY = """## What differs from the papers
 - The split is our own: `train`/`val` of `../shared/data/bijie/splits.json`; the papers' test split
   is not available, so the published numbers are on different images.
 - Training ran on a 2-core CPU unless the table says otherwise, so epochs are far fewer than the
-  papers'.
-- Sections marked "not run yet" have their command ready; their runs are in progress on the CPU."""
+  papers'."""

@@ -9,10 +9,8 @@ from engine.errors import InputError
 
 DISTILL_MODES = ("none", "kd", "kda")
 PSEUDO_MODES = ("threshold", "top_percent", "mc_dropout")  # how a pseudo-label round picks pixels
-FINETUNE_LR = 1e-4  # starting from a trained model: the app's training jobs and the pseudo-label rounds
-
-
 NORMALISATIONS = ("dataset", "per_image")
+FINETUNE_LR = 1e-4  # starting from a trained model: the app's training jobs and the pseudo-label rounds
 
 
 def finetune_rates(lr: float) -> dict[str, float]:
